@@ -1,0 +1,119 @@
+"""Webhook subscriptions. A signing secret is shown once: in the response that created it, or
+that rotated it. Re-enabling and rotation are here; the delivery log, retry and replay are in
+``deliveries``."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Body, Response
+
+from cloudstate.api.deps import Context, Reader, Writer
+from cloudstate.api.routes import responses
+from cloudstate.api.schemas import (
+    RotatedSubscriptionOut,
+    SecretRotation,
+    SubscriptionCreate,
+    SubscriptionOut,
+    SubscriptionUpdate,
+)
+from cloudstate.config import Settings
+from cloudstate.exceptions import ValidationError
+from cloudstate.service import accounts
+from cloudstate.webhooks.safety import WebhookPolicy
+from cloudstate.webhooks.signing import generate_secret, secret_key
+
+router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
+
+
+@router.get("", responses=responses())
+def list_subscriptions(ctx: Context, _: Reader) -> list[SubscriptionOut]:
+    return [SubscriptionOut.of(view) for view in accounts.list_subscriptions(ctx.store)]
+
+
+@router.post("", status_code=201, responses=responses(413))
+def create_subscription(body: SubscriptionCreate, ctx: Context, _: Writer) -> SubscriptionOut:
+    check_url(body.url, ctx.settings)
+    secret = body.secret or generate_secret()
+    secret_key(secret)  # a malformed secret is a 422 on 'secret'
+    view = accounts.add_subscription(
+        ctx.store,
+        "http",
+        body.url,
+        body.filters.model_dump(mode="json"),
+        secret=secret,
+        include_keys=body.include_keys,
+        description=body.description,
+    )
+    return SubscriptionOut.of(view)
+
+
+@router.get("/{subscription_id}", responses=responses(404))
+def get_subscription(subscription_id: UUID, ctx: Context, _: Reader) -> SubscriptionOut:
+    return SubscriptionOut.of(accounts.get_subscription(ctx.store, subscription_id))
+
+
+@router.patch("/{subscription_id}", responses=responses(404, 413))
+def update_subscription(
+    subscription_id: UUID, body: SubscriptionUpdate, ctx: Context, _: Writer
+) -> SubscriptionOut:
+    """Change the URL, filters or description; ``enabled: true`` re-enables it."""
+    if body.url is not None:
+        check_url(body.url, ctx.settings)
+    view = accounts.update_subscription(
+        ctx.store,
+        subscription_id,
+        target=body.url,
+        filters=body.filters.model_dump(mode="json") if body.filters else None,
+        enabled=body.enabled,
+        description=body.description,
+    )
+    return SubscriptionOut.of(view)
+
+
+@router.delete("/{subscription_id}", status_code=204, responses=responses(404))
+def delete_subscription(subscription_id: UUID, ctx: Context, _: Writer) -> Response:
+    accounts.remove_subscription(ctx.store, subscription_id)
+    return Response(status_code=204)
+
+
+@router.post("/{subscription_id}/enable", responses=responses(404))
+def enable_subscription(subscription_id: UUID, ctx: Context, _: Writer) -> SubscriptionOut:
+    """Re-enable a disabled subscription (a 410 disables one). New events are queued for it
+    from now on; replay a cursor to get what was cancelled or missed meanwhile."""
+    view = accounts.enable_subscription(ctx.store, subscription_id)
+    ctx.wake()
+    return SubscriptionOut.of(view)
+
+
+@router.post("/{subscription_id}/rotate-secret", responses=responses(404, 409, 413))
+def rotate_secret(
+    subscription_id: UUID,
+    ctx: Context,
+    _: Writer,
+    body: Annotated[SecretRotation | None, Body()] = None,
+) -> RotatedSubscriptionOut:
+    """A new signing secret, shown in this response only. The old one keeps signing beside it
+    (two signatures in ``webhook-signature``) for ``grace_seconds``. 409 for a callable."""
+    body = body or SecretRotation()
+    secret = body.secret or generate_secret()
+    secret_key(secret)  # a malformed secret is a 422 on 'secret'
+    grace = timedelta(seconds=body.grace_seconds)
+    view, expires = accounts.rotate_subscription_secret(
+        ctx.store, subscription_id, secret, grace=grace
+    )
+    return RotatedSubscriptionOut.rotated(view, expires)
+
+
+def check_url(url: str, settings: Settings) -> None:
+    """A 422 on ``url`` unless it is http(s) with a host that does not resolve only to
+    addresses the webhook policy refuses (loopback, private, metadata, ... unless allowed).
+
+    Blocking (DNS, bounded by the policy's timeout): FastAPI runs these sync routes in a
+    worker thread, off the event loop. Deliveries check again, since DNS can change.
+    """
+    problem = WebhookPolicy.from_settings(settings).url_problem(url)
+    if problem is not None:
+        raise ValidationError(problem, field="url")

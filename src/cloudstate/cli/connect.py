@@ -1,0 +1,126 @@
+"""What every API command shares: where the API is, exit codes, and shared options."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Annotated, NoReturn
+from uuid import UUID
+
+import typer
+from rich.markup import escape
+
+from cloudstate.cli.output import err
+from cloudstate.client import AuthenticationError, Client, UnreachableError
+from cloudstate.exceptions import FieldError, ValidationError, WaitTimeoutError
+
+
+class ExitCode(IntEnum):
+    """What a script can rely on; listed in ``cloudstate --help``."""
+
+    OK = 0
+    ERROR = 1  # a CloudStateError: bad input, not found, conflict, server error
+    TIMEOUT = 2  # stopped waiting; the work goes on (click's usage errors are 2 as well)
+    LAUNCH_FAILED = 3  # the launch settled with some instance not running
+    REFUSED = 4  # the state machine refused an action for some instance
+    UNREACHABLE = 5  # no answer from the server, or it refused the token
+
+
+EXIT_CODES = (
+    "Exit codes: 0 ok; 1 error (bad input, not found, conflict, server error); "
+    "2 timed out waiting (the work goes on; also a usage error); "
+    "3 a launch ended with an instance not running; 4 an action was refused; "
+    "5 cannot reach the server, or the token was refused."
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """The root ``--url`` / ``--token`` (``None``: from the environment or the home)."""
+
+    url: str | None = None
+    token: str | None = None
+
+
+def root(
+    ctx: typer.Context,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            metavar="URL",
+            help="The API (default: CLOUDSTATE_URL, else http://CLOUDSTATE_HOST:CLOUDSTATE_PORT).",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            metavar="TOKEN",
+            help="API token (default: CLOUDSTATE_TOKEN, else the token file in the home).",
+        ),
+    ] = None,
+) -> None:
+    ctx.obj = Target(url, token)
+
+
+def target(ctx: typer.Context) -> Target:
+    return ctx.find_object(Target) or Target()
+
+
+def fail(message: object, code: ExitCode) -> NoReturn:
+    err.print(f"[red]error:[/red] {escape(str(message))}")
+    raise typer.Exit(code)
+
+
+@contextmanager
+def exit_codes() -> Iterator[None]:
+    """Errors that have an exit code of their own; any other CloudStateError is 1."""
+    try:
+        yield
+    except (AuthenticationError, UnreachableError) as exc:
+        fail(exc, ExitCode.UNREACHABLE)
+    except WaitTimeoutError as exc:
+        fail(f"{exc} (the work goes on)", ExitCode.TIMEOUT)
+
+
+@contextmanager
+def connect(ctx: typer.Context) -> Iterator[Client]:
+    chosen = target(ctx)
+    with exit_codes(), Client(chosen.url, chosen.token) as client:
+        yield client
+
+
+def pairs(values: Iterable[str] | None, option: str) -> dict[str, str]:
+    """``["k=v", ...]`` → a dict; anything without ``=`` is a ValidationError naming it."""
+    found: dict[str, str] = {}
+    bad = []
+    for value in values or ():
+        key, sep, item = value.partition("=")
+        if not sep or not key:
+            bad.append(FieldError(option, f"{value!r} is not key=value"))
+        found[key] = item
+    if bad:
+        raise ValidationError(bad)
+    return found
+
+
+def as_uuid(value: str, field: str = "uuid") -> UUID:
+    """A command-line UUID, or a ValidationError naming ``field``."""
+    try:
+        return UUID(value)
+    except ValueError:
+        raise ValidationError([FieldError(field, f"{value!r} is not a UUID")]) from None
+
+
+Json = Annotated[
+    bool, typer.Option("--json", help="Print the API's JSON instead of a table (for scripts).")
+]
+Labels = Annotated[
+    list[str] | None,
+    typer.Option("--label", "-l", metavar="KEY=VALUE", help="Only with this label (repeat: all)."),
+]
+Account = Annotated[str | None, typer.Option("--account", "-a", help="Only this account.")]
+OrderId = Annotated[str | None, typer.Option("--order", help="Only this order's instances.")]

@@ -1,0 +1,363 @@
+"""How results look: Rich tables and lines for people, the API models' JSON for scripts.
+
+Results go to stdout; progress, hints and errors go to stderr, so ``--json`` output can be
+piped as it is. Secrets are never printed, except a token or a subscription secret in the
+response that created it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from cloudstate.client import (
+    Account,
+    BulkResult,
+    Delivery,
+    Event,
+    Instance,
+    Subscription,
+    Token,
+)
+
+PIPE_WIDTH = 120
+"""Table width when stdout is not a terminal and ``COLUMNS`` is unset (Rich would use 80)."""
+
+
+def _console(*, stderr: bool) -> Console:
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = PIPE_WIDTH
+    return console
+
+
+out = _console(stderr=False)
+err = _console(stderr=True)
+
+STATE_STYLES = {
+    "running": "green",
+    "new": "yellow",
+    "pending": "yellow",
+    "stopping": "yellow",
+    "rebooting": "yellow",
+    "shutting_down": "yellow",
+    "stopped": "blue",
+    "terminated": "dim",
+    "error": "bold red",
+    "unknown": "magenta",
+}
+
+
+ACTION_OF = {
+    "launching": "launch",
+    "starting": "start",
+    "stopping": "stop",
+    "rebooting": "reboot",
+    "destroying": "destroy",
+}
+"""An in-flight operation's name → the action that started it."""
+
+
+def _table(*columns: str) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    for name in columns:
+        table.add_column(name, no_wrap=name in ("UUID", "ID"), overflow="fold")
+    return table
+
+
+# --- JSON ---------------------------------------------------------------------------------------
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list | tuple):
+        return [jsonable(item) for item in value]
+    if isinstance(value, dict):
+        return {key: jsonable(item) for key, item in value.items()}
+    return value
+
+
+def print_json(value: Any) -> None:
+    """Indented JSON on stdout (written plainly: Rich would wrap long lines)."""
+    sys.stdout.write(json.dumps(jsonable(value), indent=2) + "\n")
+
+
+def print_json_line(value: Any) -> None:
+    """One compact JSON document per line, flushed (for followers: ``watch --json``)."""
+    sys.stdout.write(json.dumps(jsonable(value), separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+# --- instances ----------------------------------------------------------------------------------
+
+
+def state_text(state: str, reason: str = "") -> Text:
+    text = Text(state, style=STATE_STYLES.get(state, ""))
+    if reason:
+        text.append(f" ({reason})", style="dim")
+    return text
+
+
+def addresses(row: Mapping[str, Any]) -> str:
+    return ", ".join([*row.get("public_addresses", []), *row.get("private_addresses", [])])
+
+
+def instance_rows(instances: Iterable[Instance]) -> list[dict[str, Any]]:
+    return [instance.model_dump(mode="json") for instance in instances]
+
+
+def instances_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """One row per instance: uuid, name, state, account, addresses, operation (and errors)."""
+    errors = any(row.get("last_error") for row in rows)
+    columns = ("UUID", "NAME", "STATE", "ACCOUNT", "ADDRESSES", "OPERATION")
+    table = _table(*columns, *(["LAST ERROR"] if errors else []))
+    for row in rows:
+        reason = str(row.get("state_reason") or "")
+        cells: list[str | Text] = [
+            str(row["uuid"]),
+            str(row.get("name") or ""),
+            state_text(str(row["state"]), "" if reason == row.get("last_error") else reason),
+            str(row.get("account") or ""),
+            addresses(row),
+            str(row.get("operation") or ""),
+        ]
+        if errors:
+            cells.append(Text(str(row.get("last_error") or "")))
+        table.add_row(*cells)
+    return table
+
+
+def action_results_table(result: BulkResult, states: Mapping[UUID, Instance]) -> Table:
+    """Accepted or refused (and why), per instance; the state too when it was waited for."""
+    table = _table("UUID", "RESULT", *(["STATE"] if states else []), "DETAIL")
+    for item in result.results:
+        outcome = Text("accepted", style="green") if item.accepted else Text("refused", "red")
+        state = states.get(item.uuid)
+        shown = [state_text(str(state.state)) if state else Text("")] if states else []
+        detail = item.error.replace(f"instance {item.uuid} is ", "")  # the row names it
+        table.add_row(str(item.uuid), outcome, *shown, Text(detail))
+    return table
+
+
+def instance_details(instance: Instance) -> Table:
+    """Every field of one instance, one per line."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for name, value in instance.model_dump(mode="json").items():
+        if name == "state":
+            table.add_row(name, state_text(str(value), instance.state_reason))
+            continue
+        shown = value if isinstance(value, str) else json.dumps(value)
+        table.add_row(name, Text("" if value is None else shown))
+    return table
+
+
+# --- events -------------------------------------------------------------------------------------
+
+
+def describe_order(kind: str, data: Mapping[str, Any]) -> str:
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(data.get("instances", {}).items()))
+    if kind == "order.completed":
+        return f"completed: {data.get('state')} ({counts})"
+    return f"{data.get('previous_state')} → {data.get('state')} ({counts})"
+
+
+def describe(event: Event) -> str:
+    """What an event says, in a few words."""
+    data = event.data
+    now: Mapping[str, Any] = data.get("instance") or {}
+    kind = event.type.removeprefix("instance.")
+    if kind == "state_changed":
+        reason = data.get("reason") or now.get("state_reason")
+        return f"{data.get('previous_state')} → {now.get('state')}" + (
+            f" ({reason})" if reason else ""
+        )
+    if kind == "addresses_changed":
+        return f"addresses: {addresses(now) or 'none'}"
+    if kind == "action_requested":
+        return f"{data.get('action')} requested"
+    if kind == "action_completed":
+        return f"{ACTION_OF.get(str(data.get('operation')), data.get('operation'))} completed"
+    if kind in ("action_failed", "launch_failed"):
+        return f"{kind.replace('_', ' ')}: {data.get('error') or data.get('reason') or ''}"
+    if kind == "created":
+        return "created"
+    if kind == "key_available":
+        return "key available"
+    if event.type.startswith("order."):
+        return describe_order(event.type, data)
+    if event.type == "realm.availability_changed":
+        return "available" if data.get("available") else f"unavailable: {data.get('reason')}"
+    shown = {key: value for key, value in data.items() if key != "instance"}
+    return json.dumps(shown, separators=(",", ":"), default=str)
+
+
+def event_name(event: Event) -> str:
+    instance = event.data.get("instance")
+    if isinstance(instance, dict) and instance.get("name"):
+        return str(instance["name"])
+    return event.subject
+
+
+def _clock(moment: datetime) -> str:
+    return moment.astimezone().strftime("%H:%M:%S")
+
+
+def event_line(event: Event) -> Text:
+    """``#12  14:03:07  web-1  instance.state_changed  pending → running``."""
+    line = Text(f"#{event.seq:<5} {_clock(event.time)}  ", style="dim")
+    line.append(f"{event_name(event):<16} ", style="bold")
+    line.append(f"{event.type:<28} ")
+    line.append(describe(event), style=_event_style(event))
+    return line
+
+
+def _event_style(event: Event) -> str:
+    if event.type == "instance.state_changed":
+        state = (event.data.get("instance") or {}).get("state", "")
+        return STATE_STYLES.get(str(state), "")
+    return "red" if event.type.endswith("failed") else ""
+
+
+def events_table(events: Sequence[Event]) -> Table:
+    table = _table("SEQ", "TIME", "SUBJECT", "TYPE", "WHAT")
+    for event in events:
+        table.add_row(
+            str(event.seq),
+            event.time.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+            event_name(event),
+            event.type,
+            Text(describe(event), style=_event_style(event)),
+        )
+    return table
+
+
+# --- tokens and accounts ------------------------------------------------------------------------
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M") if moment else ""
+
+
+def tokens_table(tokens: Iterable[Token]) -> Table:
+    table = _table("NAME", "PREFIX", "SCOPES", "CREATED", "LAST USED", "REVOKED")
+    for token in tokens:
+        table.add_row(
+            token.name,
+            token.prefix + "…",
+            ", ".join(token.scopes),
+            _when(token.created_at),
+            _when(token.last_used_at),
+            _when(token.revoked_at),
+        )
+    return table
+
+
+def accounts_table(accounts: Iterable[Account]) -> Table:
+    table = _table("NAME", "PROVIDER", "STATUS", "CONFIG", "CREDENTIALS", "CREATED")
+    for account in accounts:
+        status = account.status + (f" ({account.status_reason})" if account.status_reason else "")
+        table.add_row(
+            account.name,
+            account.provider,
+            Text(status, style="green" if account.status == "ok" else "red"),
+            Text(json.dumps(account.config, separators=(",", ":"))),
+            "yes" if account.has_credentials else "no",
+            _when(account.created_at),
+        )
+    return table
+
+
+# --- subscriptions and deliveries ---------------------------------------------------------------
+
+DELIVERY_STYLES = {
+    "delivered": "green",
+    "pending": "yellow",
+    "delivering": "yellow",
+    "dead": "bold red",
+    "cancelled": "dim",
+}
+
+
+def _filters(filters: Mapping[str, Any]) -> str:
+    """Only the criteria that are set, compactly: ``types=[...] labels={...}``."""
+    chosen = {key: value for key, value in filters.items() if value}
+    return " ".join(
+        f"{key}={json.dumps(value, separators=(',', ':'))}" for key, value in chosen.items()
+    )
+
+
+def _compact(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def _moment(moment: datetime | None) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
+def _enabled(subscription: Subscription) -> Text:
+    if subscription.enabled:
+        return Text("enabled", style="green")
+    reason = f" ({subscription.disabled_reason})" if subscription.disabled_reason else ""
+    return Text("disabled" + reason, style="red")
+
+
+def subscriptions_table(subscriptions: Iterable[Subscription]) -> Table:
+    table = _table("ID", "URL", "STATUS", "FILTERS", "CREATED")
+    for subscription in subscriptions:
+        table.add_row(
+            str(subscription.id),
+            subscription.url,
+            _enabled(subscription),
+            Text(_filters(subscription.filters) or "every event"),
+            _when(subscription.created_at),
+        )
+    return table
+
+
+def subscription_details(subscription: Subscription) -> Table:
+    """Every field of one subscription, one per line (its secret never: it is not sent)."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for name, value in subscription.model_dump(mode="json", exclude={"secret"}).items():
+        if name == "enabled":
+            table.add_row("status", _enabled(subscription))
+            continue
+        if name == "disabled_reason":
+            continue
+        shown = value if isinstance(value, str) else json.dumps(value)
+        table.add_row(name, Text("" if value is None else shown))
+    return table
+
+
+def deliveries_table(deliveries: Iterable[Delivery]) -> Table:
+    """One row per delivery: which event, its status, attempts and the last answer."""
+    table = _table("ID", "SEQ", "TYPE", "SUBJECT", "STATUS", "ATTEMPTS", "LAST", "WHEN")
+    for delivery in deliveries:
+        last = str(delivery.last_status_code or "") or delivery.last_error
+        when = delivery.delivered_at or delivery.next_attempt_at or delivery.last_attempt_at
+        table.add_row(
+            str(delivery.id),
+            str(delivery.event_seq),
+            delivery.event_type,
+            delivery.subject,
+            Text(delivery.status, style=DELIVERY_STYLES.get(delivery.status, "")),
+            str(delivery.attempts),
+            Text(last),
+            _moment(when),
+        )
+    return table

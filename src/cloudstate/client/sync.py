@@ -1,0 +1,363 @@
+"""``Client``: the REST API from Python, blocking (httpx)."""
+
+from __future__ import annotations
+
+import builtins
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any, TypeVar, Unpack
+from uuid import UUID
+
+import httpx
+
+from cloudstate.client import base, calls, errors, sse
+from cloudstate.client.calls import Call, EventFilters, InstanceFilters, Params
+from cloudstate.client.models import (
+    Account,
+    ActionOutcome,
+    BulkResult,
+    Delivery,
+    DeliveryPage,
+    Event,
+    EventPage,
+    Health,
+    Instance,
+    InstancePage,
+    Order,
+    Readiness,
+    Realm,
+    Replay,
+    RotatedSubscription,
+    Subscription,
+    Token,
+)
+from cloudstate.config import Settings
+
+T = TypeVar("T")
+
+
+class Client:
+    """A connection to a cloudstate API.
+
+    ``url`` and ``token`` default to ``CLOUDSTATE_URL`` (or ``http://host:port``) and
+    ``CLOUDSTATE_TOKEN`` (or the token file ``cloudstate serve`` wrote in the home). Every
+    failure is a ``CloudStateError``: the server's problem+json mapped onto the exception tree
+    (see ``cloudstate.client.errors``), and no answer at all is ``UnreachableError``. Use it as a
+    context manager, or call ``close()``.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        settings: Settings | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._endpoint = base.Endpoint.resolve(url, token, settings)
+        self._timeout = timeout
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers=self._endpoint.headers(),
+            timeout=timeout,
+            transport=transport,
+        )
+
+    @property
+    def url(self) -> str:
+        return self._endpoint.url
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _run(self, call: Call[T]) -> T:
+        try:
+            response = self._http.request(
+                call.method,
+                call.path,
+                params=tuple(call.params),
+                content=call.content(),
+                headers=base.content_headers(call),
+                timeout=base.timeout_for(call, self._timeout),
+            )
+        except httpx.TransportError as exc:
+            raise errors.unreachable(self.url, exc) from exc
+        return base.answer(call, response)
+
+    # --- orders and instances -----------------------------------------------------------------
+
+    def launch(self, order: Mapping[str, Any] | None = None, **fields: Any) -> Order:
+        """Submit a launch order (a mapping, keywords, or both: keywords win); returns at once
+        with every instance ``new``. Resubmitting the same instance UUIDs launches nothing twice."""
+        return self._run(calls.launch(order, fields))
+
+    def get_order(self, order_id: UUID | str) -> Order:
+        return self._run(calls.get_order(order_id))
+
+    def get(self, uuid: UUID | str) -> Instance:
+        return self._run(calls.get_instance(uuid))
+
+    def list(
+        self,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+        **filters: Unpack[InstanceFilters],
+    ) -> InstancePage:
+        """One page of instances; pass ``page.next_cursor`` as ``cursor`` for the next."""
+        return self._run(calls.list_instances(filters, limit=limit, cursor=cursor))
+
+    def iter_instances(
+        self, *, page_size: int = 100, **filters: Unpack[InstanceFilters]
+    ) -> Iterator[Instance]:
+        """Every matching instance, walking the cursor pages."""
+        cursor: str | None = None
+        while True:
+            page = self.list(limit=page_size, cursor=cursor, **filters)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def action(
+        self, uuid: UUID | str, action: str, *, wait: bool = False, timeout: float = 60.0
+    ) -> ActionOutcome:
+        """Request ``start``, ``stop``, ``reboot`` or ``destroy``. A forbidden one raises
+        ``ActionNotAllowedError`` (with ``allowed``). With ``wait`` it returns once the target
+        state is reached, or raises ``WaitTimeoutError`` after ``timeout`` seconds."""
+        return self._run(calls.action(uuid, action, wait=wait, timeout=timeout))
+
+    def bulk_action(self, uuids: Iterable[UUID | str], action: str) -> BulkResult:
+        """One action on many instances; each has its own result (a refusal stops no other)."""
+        return self._run(calls.bulk_action(uuids, action))
+
+    def destroy(self, uuid: UUID | str) -> ActionOutcome:
+        return self._run(calls.destroy(uuid))
+
+    # --- accounts, subscriptions, realms, tokens ----------------------------------------------
+
+    def accounts(self) -> builtins.list[Account]:
+        return self._run(calls.list_accounts())
+
+    def get_account(self, name: str) -> Account:
+        return self._run(calls.get_account(name))
+
+    def add_account(
+        self,
+        name: str,
+        provider: str,
+        *,
+        config: Mapping[str, Any] | None = None,
+        credentials: Mapping[str, str] | None = None,
+    ) -> Account:
+        """Add a provider account; the server builds its driver once to check the settings."""
+        return self._run(calls.add_account(name, provider, config, credentials))
+
+    def update_account(
+        self,
+        name: str,
+        *,
+        config: Mapping[str, Any] | None = None,
+        credentials: Mapping[str, str] | None = None,
+    ) -> Account:
+        return self._run(calls.update_account(name, config, credentials))
+
+    def verify_account(self, name: str) -> bool:
+        """Have the server check the account's credentials with the provider: True, or a
+        ``ServerError`` 502 "Provider refused the credentials" (the account's status is then
+        ``credentials``)."""
+        return self._run(calls.verify_account(name))
+
+    def remove_account(self, name: str) -> None:
+        """Remove an account with no live instances (else ``ConflictError``)."""
+        self._run(calls.remove_account(name))
+
+    def subscriptions(self) -> builtins.list[Subscription]:
+        return self._run(calls.list_subscriptions())
+
+    def get_subscription(self, subscription_id: UUID | str) -> Subscription:
+        return self._run(calls.get_subscription(subscription_id))
+
+    def subscribe(
+        self,
+        url: str,
+        *,
+        filters: Mapping[str, Any] | None = None,
+        secret: str | None = None,
+        include_keys: bool = False,
+        description: str = "",
+    ) -> Subscription:
+        """A webhook; the returned ``secret`` (generated if not given) is shown only here."""
+        body: dict[str, Any] = {"url": url, "filters": dict(filters or {}), "secret": secret}
+        body |= {"include_keys": include_keys, "description": description}
+        return self._run(calls.subscribe(body))
+
+    def update_subscription(
+        self,
+        subscription_id: UUID | str,
+        *,
+        url: str | None = None,
+        filters: Mapping[str, Any] | None = None,
+        enabled: bool | None = None,
+        description: str | None = None,
+    ) -> Subscription:
+        changes = {"url": url, "filters": filters, "enabled": enabled, "description": description}
+        return self._run(calls.update_subscription(subscription_id, changes))
+
+    def unsubscribe(self, subscription_id: UUID | str) -> None:
+        self._run(calls.unsubscribe(subscription_id))
+
+    def enable_subscription(self, subscription_id: UUID | str) -> Subscription:
+        """Re-enable a disabled subscription (a 410 disables one); new events flow again, and
+        ``replay`` brings back what was cancelled or missed meanwhile."""
+        return self._run(calls.enable_subscription(subscription_id))
+
+    def rotate_secret(
+        self,
+        subscription_id: UUID | str,
+        *,
+        secret: str | None = None,
+        grace_seconds: float = 86400.0,
+    ) -> RotatedSubscription:
+        """A new signing secret (generated if not given), returned only here; the old one
+        keeps signing beside it until ``previous_secret_expires_at``."""
+        return self._run(calls.rotate_secret(subscription_id, secret, grace_seconds))
+
+    def deliveries(
+        self,
+        subscription_id: UUID | str,
+        *,
+        status: str | Iterable[str] | None = None,
+        after: int = 0,
+        limit: int = 100,
+    ) -> DeliveryPage:
+        """One page of a subscription's delivery log after the event seq ``after``; continue
+        from ``next_after`` (``None`` on the last page)."""
+        return self._run(calls.deliveries(subscription_id, status, after, limit))
+
+    def iter_deliveries(
+        self,
+        subscription_id: UUID | str,
+        *,
+        status: str | Iterable[str] | None = None,
+        after: int = 0,
+        page_size: int = 500,
+    ) -> Iterator[Delivery]:
+        """The whole delivery log after ``after`` (an event seq), page by page."""
+        while True:
+            page = self.deliveries(subscription_id, status=status, after=after, limit=page_size)
+            yield from page.items
+            if page.next_after is None:
+                return
+            after = page.next_after
+
+    def retry_delivery(self, delivery_id: int) -> Delivery:
+        """Send one dead, cancelled or pending delivery again now (``ConflictError`` when it was
+        delivered, is in flight, or its subscription is disabled)."""
+        return self._run(calls.retry_delivery(delivery_id))
+
+    def replay(
+        self, subscription_id: UUID | str, after: int, *, limit: int | None = None
+    ) -> Replay:
+        """Deliver again every event after the cursor ``after`` that the subscription matches;
+        ``CursorExpiredError`` when some were pruned already."""
+        return self._run(calls.replay(subscription_id, after, limit))
+
+    def realms(self, account: str | None = None) -> builtins.list[Realm]:
+        return self._run(calls.realms(account))
+
+    def tokens(self) -> builtins.list[Token]:
+        return self._run(calls.list_tokens())
+
+    def create_token(self, name: str, scopes: Iterable[str]) -> tuple[Token, str]:
+        """A new API token and its plaintext (shown this once; the server keeps a digest)."""
+        return self._run(calls.create_token(name, scopes))
+
+    def revoke_token(self, name: str) -> Token:
+        return self._run(calls.revoke_token(name))
+
+    # --- events and health --------------------------------------------------------------------
+
+    def events(
+        self, after: int = 0, limit: int = 100, **filters: Unpack[EventFilters]
+    ) -> EventPage:
+        """Up to ``limit`` events after the cursor ``after``; continue from ``next_after``."""
+        return self._run(calls.events(after, limit, calls.event_filters(filters)))
+
+    def iter_events(
+        self, after: int = 0, *, page_size: int = 500, **filters: Unpack[EventFilters]
+    ) -> Iterator[Event]:
+        """Every recorded event after ``after``, page by page, then stop (see ``stream``)."""
+        while True:
+            page = self.events(after, page_size, **filters)
+            yield from page.items
+            if len(page.items) < page_size:
+                return
+            after = page.next_after
+
+    def last_event_seq(self) -> int:
+        """The newest event's seq: start a ``stream`` here to see only what happens next."""
+        return self._run(calls.last_event_seq())
+
+    def stream(
+        self, after: int = 0, *, retries: int | None = 5, **filters: Unpack[EventFilters]
+    ) -> Iterator[Event]:
+        """Every event after ``after``, then live ones as they commit, forever.
+
+        A dropped connection is reopened with ``Last-Event-ID`` set to the last seq yielded, so
+        nothing is skipped or repeated. The server's ``retry:`` sets the first delay, doubling
+        per consecutive failure; after ``retries`` failed attempts in a row (``None``: never)
+        it raises ``UnreachableError``. A cursor older than the retained events raises
+        ``CursorExpiredError``. Breaking out of the loop closes the connection.
+        """
+        params = calls.event_filters(filters)
+        cursor, policy, retry, resumed = after, sse.Reconnect(retries), None, False
+        while True:
+            decoder = sse.Decoder(retry=retry)
+            try:
+                with self._open_stream(params, cursor, resumed) as response:
+                    policy.connected()
+                    for line in response.iter_lines():
+                        message = decoder.feed(line)
+                        if message is not None:
+                            event = sse.to_event(message)
+                            cursor = event.seq
+                            yield event
+            except httpx.TransportError as exc:
+                if not policy.failed():
+                    raise errors.unreachable(self.url, exc) from exc
+            retry, resumed = decoder.retry, True
+            time.sleep(policy.delay(retry))
+
+    @contextmanager
+    def _open_stream(self, params: Params, cursor: int, resumed: bool) -> Iterator[httpx.Response]:
+        query, headers = base.stream_request(params, cursor, resumed)
+        timeout = base.stream_timeout(self._timeout)
+        with self._http.stream(
+            "GET", base.STREAM_PATH, params=tuple(query), headers=headers, timeout=timeout
+        ) as response:
+            if response.is_error:
+                response.read()
+                base.raise_for_stream(response)
+            yield response
+
+    def health(self) -> Health:
+        return self._run(calls.health())
+
+    def ready(self) -> Readiness:
+        """Readiness (``status`` is ``not_ready`` while the schema is behind; no error)."""
+        return self._run(calls.ready())

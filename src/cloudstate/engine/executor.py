@@ -1,0 +1,95 @@
+"""The action executor: sends accepted actions to the provider and records its answer.
+
+Completion is not decided here: the provider accepting ``stop`` only means "stopping"; the
+reconciler completes the operation when it observes ``stopped`` (or fails it when the instance
+ends somewhere else, or when ``action_timeout_seconds`` pass).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from cloudstate.config import Settings
+from cloudstate.domain.states import Action, InstanceState
+from cloudstate.engine.backoff import backoff
+from cloudstate.engine.drivers import DriverPool
+from cloudstate.engine.loop import TickResult
+from cloudstate.exceptions import ProviderError
+from cloudstate.service import actions
+from cloudstate.service.actions import OperationJob
+from cloudstate.service.recording import OPEN
+from cloudstate.store import Store
+from cloudstate.store.tables import Instance, OperationRow, utcnow
+
+log = logging.getLogger("cloudstate.engine")
+
+BATCH = 50
+LEASE = timedelta(seconds=60)
+RETRY_LIMIT = 8
+
+
+class Executor:
+    name = "executor"
+
+    def __init__(
+        self, store: Store, settings: Settings, pool: DriverPool, *, worker_id: str
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.pool = pool
+        self.worker_id = worker_id
+
+    def interval(self) -> float:
+        return 0.25
+
+    def tick(self) -> TickResult:
+        now = utcnow()
+        actions.release_expired_operations(self.store, now)
+        timeout = timedelta(seconds=self.settings.action_timeout_seconds)
+        expired = actions.expire_operations(self.store, now, timeout)
+        jobs = actions.claim_operations(
+            self.store, self.worker_id, limit=BATCH, now=now, lease=LEASE
+        )
+        for job in jobs:
+            self._execute(job)
+        if not jobs:
+            return TickResult(worked=bool(expired), busy=self._open())
+        return TickResult(worked=True, more=len(jobs) == BATCH)
+
+    def _execute(self, job: OperationJob) -> None:
+        if job.provider_id is None:
+            self._not_launched(job)
+            return
+        error: ProviderError | None = None
+        try:
+            self.pool.for_account(job.account_id).act(job.provider_id, job.action)
+        except ProviderError as exc:
+            error = exc
+            log.warning("%s %s failed: %s", job.action, job.instance_uuid, exc)
+        retry_at = None
+        if error is not None and error.retryable and job.attempts < RETRY_LIMIT:
+            retry_at = utcnow() + timedelta(seconds=backoff(job.attempts))
+        actions.operation_called(self.store, job, error, retry_at=retry_at)
+
+    def _not_launched(self, job: OperationJob) -> None:
+        """The provider id is not known yet: wait for the launch to settle, or end here."""
+        with self.store.read() as session:
+            state = InstanceState(session.get_one(Instance, job.instance_uuid).state)
+        if state is InstanceState.NEW:
+            actions.postpone(self.store, job, utcnow() + timedelta(seconds=1))
+        elif job.action is Action.DESTROY:  # the launch failed: nothing exists to destroy
+            actions.destroyed_without_provider(self.store, job)
+        else:
+            actions.operation_called(
+                self.store, job, ProviderError("the instance was never launched"), retry_at=None
+            )
+
+    def _open(self) -> bool:
+        with self.store.read() as session:
+            count = session.scalar(
+                select(func.count()).select_from(OperationRow).where(OperationRow.status.in_(OPEN))
+            )
+        return bool(count)

@@ -1,0 +1,356 @@
+"""Actions: accepted at request time against the state machine, executed later by a worker.
+
+Request side: ``request_actions`` checks every addressed instance first and writes nothing
+unless all may take the action (or, with ``strict=False``, reports per instance). An accepted
+action is an ``operations`` row plus the instance's in-flight operation and an
+``instance.action_requested`` event, in one transaction.
+
+Worker side: ``claim_operations`` hands due operations to the executor; ``operation_called``
+records what the provider said. The operation completes when reconciliation observes its
+target state (see ``domain.observations``), or fails on a permanent error or timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import UUID, uuid4
+
+from sqlalchemy import select, update
+
+from cloudstate.domain.events import EventType
+from cloudstate.domain.observations import confirmed_gone
+from cloudstate.domain.states import (
+    EFFECTS,
+    Action,
+    InstanceState,
+    Operation,
+    check_action,
+)
+from cloudstate.exceptions import (
+    ActionNotAllowedError,
+    ConflictError,
+    ProviderError,
+    ProviderNotFoundError,
+    ValidationError,
+)
+from cloudstate.service.recording import (
+    CALLING,
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    SUCCEEDED,
+    WAITING,
+    apply,
+    commit_changes,
+    record,
+    snapshot,
+)
+from cloudstate.store import Store
+from cloudstate.store.tables import Account, Instance, OperationRow, utcnow
+from cloudstate.store.uow import UnitOfWork
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """Per-instance outcome of a (bulk) action request."""
+
+    uuid: UUID
+    accepted: bool
+    operation_id: UUID | None = None
+    error: str = ""
+    allowed: tuple[str, ...] = ()
+
+
+def parse_action(value: str | Action) -> Action:
+    try:
+        return Action(value)
+    except ValueError:
+        allowed = ", ".join(a.value for a in Action)
+        raise ValidationError(
+            f"unknown action {value!r}; one of {allowed}", field="action"
+        ) from None
+
+
+def request_actions(
+    store: Store, uuids: Sequence[UUID], action: str | Action, *, strict: bool = True
+) -> list[ActionResult]:
+    """Accept ``action`` for each instance.
+
+    ``strict`` (the default): all or nothing; an unknown uuid or a forbidden action raises and
+    nothing is written. Otherwise each instance gets its own result (bulk API).
+    """
+    chosen = parse_action(action)
+    if not uuids:
+        raise ValidationError("at least one instance is required", field="uuids")
+    if len(set(uuids)) != len(uuids):
+        raise ValidationError("an instance is listed more than once", field="uuids")
+    with store.unit_of_work() as uow:
+        if strict:
+            rows = uow.instances.get_many(list(uuids))
+        else:
+            rows = [row for row in map(uow.instances.find, uuids) if row is not None]
+        refusals = _refusals(rows, chosen)
+        if strict and len(refusals) == 1:
+            raise next(iter(refusals.values()))
+        if strict and refusals:
+            lines = "; ".join(str(error) for error in refusals.values())
+            raise ConflictError(f"cannot {chosen} {len(refusals)} instance(s): {lines}")
+        found = {row.uuid: row for row in rows}
+        results = [_result(uow, found.get(u), u, chosen, refusals) for u in uuids]
+        uow.commit()
+    return results
+
+
+def _result(
+    uow: UnitOfWork,
+    row: Instance | None,
+    instance_uuid: UUID,
+    action: Action,
+    refusals: dict[UUID, ActionNotAllowedError],
+) -> ActionResult:
+    if row is None:
+        return ActionResult(instance_uuid, False, error=f"instance {instance_uuid} not found")
+    if instance_uuid in refusals:
+        return _refused(instance_uuid, refusals[instance_uuid])
+    return _accept(uow, row, action)
+
+
+def _refusals(rows: Sequence[Instance], action: Action) -> dict[UUID, ActionNotAllowedError]:
+    refused = {}
+    for row in rows:
+        operation = Operation(row.operation) if row.operation else None
+        try:
+            check_action(action, InstanceState(row.state), operation, str(row.uuid))
+        except ActionNotAllowedError as exc:
+            refused[row.uuid] = exc
+    return refused
+
+
+def _refused(instance_uuid: UUID, error: ActionNotAllowedError) -> ActionResult:
+    return ActionResult(instance_uuid, False, error=str(error), allowed=error.allowed)
+
+
+def _accept(uow: UnitOfWork, row: Instance, action: Action) -> ActionResult:
+    account = uow.session.get_one(Account, row.account_id)
+    account.next_reconcile_at = utcnow()  # acted on: reconcile this account fast
+    if action is Action.DESTROY and row.provider_id is None and row.launch_requested_at is None:
+        return _destroy_unlaunched(uow, row, account.name)
+    effect = EFFECTS[action]
+    if action is Action.DESTROY:
+        _cancel_open(uow, row.uuid, reason="superseded by destroy")
+    operation = OperationRow(id=uuid4(), instance_uuid=row.uuid, action=action)
+    uow.session.add(operation)
+    row.operation = effect.operation
+    record(
+        uow,
+        row,
+        account.name,
+        EventType.INSTANCE_ACTION_REQUESTED,
+        action=str(action),
+        operation_id=str(operation.id),
+    )
+    return ActionResult(row.uuid, True, operation.id)
+
+
+def _destroy_unlaunched(uow: UnitOfWork, row: Instance, account: str) -> ActionResult:
+    """Nothing was ever sent to the provider: the instance simply ends here."""
+    before = snapshot(row)
+    after, _changes = confirmed_gone(before)
+    apply(row, after)
+    row.next_attempt_at = None
+    record(
+        uow,
+        row,
+        account,
+        EventType.INSTANCE_STATE_CHANGED,
+        previous_state=str(before.state),
+        reason="destroyed before launch",
+        expected=True,
+    )
+    return ActionResult(row.uuid, True, None)
+
+
+def _cancel_open(uow: UnitOfWork, instance_uuid: UUID, reason: str) -> None:
+    uow.session.execute(
+        update(OperationRow)
+        .where(OperationRow.instance_uuid == instance_uuid, OperationRow.status == QUEUED)
+        .values(status=CANCELLED, error=reason, finished_at=utcnow())
+    )
+
+
+# --- worker side ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OperationJob:
+    id: UUID
+    instance_uuid: UUID
+    account_id: int
+    action: Action
+    provider_id: str | None
+    attempts: int
+
+
+def claim_operations(
+    store: Store, worker: str, *, limit: int, now: datetime, lease: timedelta
+) -> list[OperationJob]:
+    """Take due queued operations (SKIP LOCKED on PostgreSQL) and mark them ``calling``."""
+    with store.unit_of_work() as uow:
+        statement = (
+            select(OperationRow, Instance)
+            .join(Instance, Instance.uuid == OperationRow.instance_uuid)
+            .where(OperationRow.status == QUEUED, OperationRow.next_attempt_at <= now)
+            .order_by(OperationRow.requested_at)
+            .limit(limit)
+        )
+        if not store.database.is_sqlite:
+            statement = statement.with_for_update(skip_locked=True, of=OperationRow)
+        jobs = []
+        for operation, instance in uow.session.execute(statement):
+            operation.status = CALLING
+            operation.claimed_by = worker
+            operation.claimed_until = now + lease
+            operation.started_at = operation.started_at or now
+            operation.attempts += 1
+            jobs.append(
+                OperationJob(
+                    operation.id,
+                    instance.uuid,
+                    instance.account_id,
+                    Action(operation.action),
+                    instance.provider_id,
+                    operation.attempts,
+                )
+            )
+        uow.commit()
+    return jobs
+
+
+def release_expired_operations(store: Store, now: datetime) -> int:
+    """Claims of crashed workers go back to the queue (the call may be repeated: actions are
+    idempotent at the provider, and destroy of a gone instance counts as done)."""
+    with store.unit_of_work() as uow:
+        result = uow.session.execute(
+            update(OperationRow)
+            .where(OperationRow.status == CALLING, OperationRow.claimed_until < now)
+            .values(status=QUEUED, claimed_by=None, claimed_until=None)
+        )
+        uow.commit()
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def postpone(store: Store, job: OperationJob, until: datetime) -> None:
+    """Not callable yet (the instance's launch is still being settled): try again later."""
+    with store.unit_of_work() as uow:
+        operation = uow.session.get_one(OperationRow, job.id)
+        if operation.status == CALLING:
+            operation.status = QUEUED
+            operation.attempts -= 1
+            operation.next_attempt_at = until
+        uow.commit()
+
+
+def operation_called(
+    store: Store,
+    job: OperationJob,
+    error: ProviderError | None,
+    *,
+    retry_at: datetime | None,
+) -> None:
+    """Record the provider's answer: accepted (now waiting for the target state), retry, or fail."""
+    with store.unit_of_work() as uow:
+        operation = uow.session.get_one(OperationRow, job.id)
+        row = uow.instances.get(job.instance_uuid)
+        account = uow.session.get_one(Account, row.account_id).name
+        if operation.status != CALLING:
+            return  # cancelled or taken over meanwhile
+        if error is None:
+            _called_ok(uow, operation, row, account, job.action)
+        elif isinstance(error, ProviderNotFoundError) and job.action is Action.DESTROY:
+            operation.status = SUCCEEDED
+            operation.finished_at = utcnow()
+            _gone(uow, row, account)
+        elif error.retryable and retry_at is not None:
+            operation.status = QUEUED
+            operation.next_attempt_at = retry_at
+            operation.error = str(error)
+        else:
+            fail_operation(uow, operation, row, account, str(error))
+        uow.commit()
+
+
+def _called_ok(
+    uow: UnitOfWork, operation: OperationRow, row: Instance, account: str, action: Action
+) -> None:
+    operation.status = WAITING
+    operation.error = ""
+    effect = EFFECTS[action]
+    before = InstanceState(row.state)
+    if before in (InstanceState.TERMINATED, effect.target) and action is not Action.REBOOT:
+        return  # already there; the next observation completes it
+    row.state = effect.transitional
+    row.state_changed_at = utcnow()
+    record(
+        uow,
+        row,
+        account,
+        EventType.INSTANCE_STATE_CHANGED,
+        previous_state=str(before),
+        reason=f"{action} accepted by the provider",
+        expected=True,
+    )
+
+
+def _gone(uow: UnitOfWork, row: Instance, account: str) -> None:
+    after, changes = confirmed_gone(snapshot(row))
+    commit_changes(uow, row, account, after, changes)
+
+
+def fail_operation(
+    uow: UnitOfWork, operation: OperationRow, row: Instance, account: str, error: str
+) -> None:
+    """The operation is over without reaching its target: say so, and free the instance."""
+    operation.status = FAILED
+    operation.error = error
+    operation.finished_at = utcnow()
+    row.operation = None
+    row.last_error = error
+    record(
+        uow,
+        row,
+        account,
+        EventType.INSTANCE_ACTION_FAILED,
+        action=operation.action,
+        operation_id=str(operation.id),
+        error=error,
+    )
+
+
+def expire_operations(store: Store, now: datetime, timeout: timedelta) -> int:
+    """Operations that have waited longer than ``timeout`` for their target state fail."""
+    with store.unit_of_work() as uow:
+        statement = select(OperationRow).where(
+            OperationRow.status == WAITING, OperationRow.started_at < now - timeout
+        )
+        expired = list(uow.session.scalars(statement))
+        for operation in expired:
+            row = uow.instances.get(operation.instance_uuid)
+            account = uow.session.get_one(Account, row.account_id).name
+            fail_operation(uow, operation, row, account, f"{operation.action} timed out")
+        uow.commit()
+    return len(expired)
+
+
+def destroyed_without_provider(store: Store, job: OperationJob) -> None:
+    """Destroying an instance whose launch failed: no cloud instance exists, so it ends now."""
+    with store.unit_of_work() as uow:
+        operation = uow.session.get_one(OperationRow, job.id)
+        row = uow.instances.get(job.instance_uuid)
+        account = uow.session.get_one(Account, row.account_id).name
+        operation.status = SUCCEEDED
+        operation.finished_at = utcnow()
+        _gone(uow, row, account)
+        row.operation = None
+        uow.commit()

@@ -1,0 +1,391 @@
+"""Reconciliation bookkeeping: apply a listing page, close a cycle, record outages and realms.
+
+Each page is diffed against the store and its changes and events commit in one transaction.
+An observation older than the instance's last local change (an action accepted after the page
+was fetched) is skipped: the next cycle sees the newer truth. What a cycle did not see is
+judged only at the end of a complete cycle, and "missing" never becomes ``terminated`` unless
+we destroyed the instance ourselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from sqlalchemy import func, select
+
+from cloudstate.domain.events import EventDraft, EventType
+from cloudstate.domain.observations import (
+    Observation,
+    Origin,
+    OrphanPolicy,
+    confirmed_gone,
+    observe,
+    orphan_policy,
+    unobservable,
+)
+from cloudstate.domain.states import TRANSITIONAL, InstanceState, Operation, UnknownReason
+from cloudstate.exceptions import ProviderAuthError, ProviderError, ProviderThrottledError
+from cloudstate.service.launches import Launched, launched
+from cloudstate.service.recording import commit_changes, record, snapshot
+from cloudstate.store import Store
+from cloudstate.store.tables import Account, Instance, Orphan, Realm, utcnow
+from cloudstate.store.uow import UnitOfWork
+
+_LIVE = (InstanceState.TERMINATED, InstanceState.NEW)
+
+
+@dataclass(frozen=True)
+class PageResult:
+    """What a page did; ``destroy`` lists new orphans that the account's policy says to
+    destroy, with why each is one. The caller destroys them, then ``record_orphans`` them."""
+
+    changed: int
+    orphans: int
+    destroy: tuple[tuple[Observation, str], ...] = ()
+
+
+def apply_page(
+    store: Store, account_id: int, observations: Sequence[Observation], observed_at: datetime
+) -> PageResult:
+    """Diff one listing page against the store; changes and events commit together."""
+    with store.unit_of_work() as uow:
+        account = uow.session.get_one(Account, account_id)
+        rows = {
+            row.uuid: row
+            for row in uow.session.scalars(
+                select(Instance).where(Instance.uuid.in_([o.uuid for o in observations]))
+            )
+        }
+        policy = orphan_policy(account.config)
+        changed = orphans = 0
+        destroy: list[tuple[Observation, str]] = []
+        for seen in observations:
+            row = rows.get(seen.uuid)
+            stray = _stray(row, account_id, seen)
+            if row is not None and not stray:
+                changed += _ours(uow, row, account.name, seen, observed_at)
+            elif row is None and policy is OrphanPolicy.ADOPT:
+                _adopt(uow, account, seen)
+                changed += 1
+            elif policy is OrphanPolicy.DESTROY:
+                if not _reported(uow, account, seen):
+                    destroy.append((seen, stray))
+            else:
+                orphans += _orphan(uow, account, seen, stray)
+        uow.commit()
+    return PageResult(changed, orphans, tuple(destroy))
+
+
+def _stray(row: Instance | None, account_id: int, seen: Observation) -> str:
+    """Why ``seen`` is an orphan: ``unknown`` (no such UUID on this account; only one with no
+    row at all may be adopted), ``duplicate`` (a second instance for a known UUID), or ''."""
+    if row is None or row.account_id != account_id:
+        return "unknown"
+    if row.provider_id not in (None, seen.provider_id):
+        return "duplicate"
+    return ""
+
+
+def _adopt(uow: UnitOfWork, account: Account, seen: Observation) -> None:
+    """Track an orphan whose UUID we do not know as an instance of ours, from what the listing
+    says (image, profile and realm when the provider lists them, else empty). Events:
+    ``instance.created`` with reason ``adopted``, then the observed state."""
+    origin = seen.origin or Origin()
+    row = Instance(
+        uuid=seen.uuid,
+        account_id=account.id,
+        name=str(seen.uuid),
+        image=origin.image or "",
+        hardware_profile=origin.hardware_profile or "",
+        realm=origin.realm,
+        state=InstanceState.NEW,
+        state_reason="adopted",
+    )
+    uow.session.add(row)
+    uow.session.flush()  # column defaults (timestamps) are filled in for the events
+    record(uow, row, account.name, EventType.INSTANCE_CREATED, reason="adopted")
+    launched(uow, row, account.name, Launched(seen))
+
+
+def _ours(
+    uow: UnitOfWork, row: Instance, account: str, seen: Observation, observed_at: datetime
+) -> int:
+    """Apply an observation of one of our instances: its launch, or a newer state."""
+    if row.provider_id is None:
+        launched(uow, row, account, Launched(seen))
+        return 1
+    if row.state_changed_at <= observed_at:
+        return _observe(uow, row, account, seen)
+    return 0
+
+
+def _observe(uow: UnitOfWork, row: Instance, account: str, seen: Observation) -> int:
+    after, changes = observe(snapshot(row), seen)
+    if not changes and after == snapshot(row):
+        return 0
+    commit_changes(uow, row, account, after, changes)
+    if changes:
+        row.last_seen_at = utcnow()
+    return 1
+
+
+def record_orphans(
+    store: Store, account_id: int, found: Sequence[tuple[Observation, str]], action: str
+) -> int:
+    """Report orphans the engine acted on (``action``: ``destroyed`` or ``destroy_failed``)."""
+    with store.unit_of_work() as uow:
+        account = uow.session.get_one(Account, account_id)
+        count = sum(_orphan(uow, account, seen, reason, action) for seen, reason in found)
+        uow.commit()
+    return count
+
+
+def _reported(uow: UnitOfWork, account: Account, seen: Observation) -> bool:
+    return uow.session.get(Orphan, (account.id, seen.provider_id)) is not None
+
+
+def _orphan(
+    uow: UnitOfWork, account: Account, seen: Observation, reason: str, action: str = "reported"
+) -> int:
+    """Report an instance tagged as ours that we do not know, once."""
+    if _reported(uow, account, seen):
+        return 0
+    uow.session.add(
+        Orphan(
+            account_id=account.id,
+            provider_id=seen.provider_id,
+            uuid=seen.uuid,
+            raw_state=seen.raw_state,
+            reason=reason,
+        )
+    )
+    data = {
+        "provider_id": seen.provider_id,
+        "uuid": str(seen.uuid),
+        "state": str(seen.state),
+        "raw_state": seen.raw_state,
+        "reason": reason,
+        "action": action,
+    }
+    uow.record(EventDraft(EventType.INSTANCE_ORPHAN_FOUND, data, account=account.name))
+    return 1
+
+
+def finish_cycle(
+    store: Store,
+    account_id: int,
+    seen: set[UUID],
+    *,
+    started_at: datetime,
+    grace: timedelta,
+    fast: timedelta,
+    slow: timedelta,
+) -> bool:
+    """Judge what a complete cycle did not see; schedule the next cycle. True when fast."""
+    with store.unit_of_work() as uow:
+        account = uow.session.get_one(Account, account_id)
+        statement = select(Instance).where(
+            Instance.account_id == account_id,
+            Instance.provider_id.is_not(None),
+            Instance.state.not_in(_LIVE),
+        )
+        for row in uow.session.scalars(statement):
+            if row.uuid not in seen:
+                _missing(uow, row, account.name, started_at, grace)
+        account.consecutive_failures = 0
+        account.status, account.status_reason = "ok", ""
+        account.last_cycle_at = started_at
+        hurry = _needs_fast_cadence(uow, account_id)
+        account.next_reconcile_at = utcnow() + (fast if hurry else slow)
+        uow.commit()
+    return hurry
+
+
+def _missing(
+    uow: UnitOfWork, row: Instance, account: str, started_at: datetime, grace: timedelta
+) -> None:
+    before = snapshot(row)
+    if before.operation is Operation.DESTROYING or before.state is InstanceState.SHUTTING_DOWN:
+        after, changes = confirmed_gone(before)
+    elif row.launched_at is not None and row.launched_at > started_at - grace:
+        return  # not yet visible: eventual consistency, still within the grace window
+    else:
+        after, changes = unobservable(before, UnknownReason.MISSING)
+    commit_changes(uow, row, account, after, changes)
+
+
+def _needs_fast_cadence(uow: UnitOfWork, account_id: int) -> bool:
+    """Fast while anything of the account is changing or being acted on."""
+    busy = uow.session.scalar(
+        select(func.count())
+        .select_from(Instance)
+        .where(
+            Instance.account_id == account_id,
+            Instance.state.in_(list(TRANSITIONAL)) | Instance.operation.is_not(None),
+        )
+    )
+    return bool(busy)
+
+
+def account_failed(
+    store: Store,
+    account_id: int,
+    error: ProviderError,
+    *,
+    threshold: int,
+    retry_in: timedelta,
+) -> None:
+    """A listing failed. After ``threshold`` failures in a row, instances become ``unknown``;
+    not when the last one was throttled: the provider answered, it only asked us to slow down,
+    and calling it unreachable would flap the whole fleet on a busy day."""
+    with store.unit_of_work() as uow:
+        account = uow.session.get_one(Account, account_id)
+        account.consecutive_failures += 1
+        account.next_reconcile_at = utcnow() + retry_in
+        throttled = isinstance(error, ProviderThrottledError)
+        if isinstance(error, ProviderAuthError):
+            _credentials_refused(uow, account, error.reason)
+        elif account.consecutive_failures >= threshold and not throttled:
+            account.status, account.status_reason = "unreachable", error.reason
+            _all_unknown(uow, account, UnknownReason.PROVIDER_UNREACHABLE)
+        uow.commit()
+
+
+def credentials_refused(store: Store, account_id: int, reason: str) -> None:
+    """The provider refused the account's credentials outside a listing (a verification):
+    the same outcome as a refused listing, without touching the failure count or cadence."""
+    with store.unit_of_work() as uow:
+        _credentials_refused(uow, uow.session.get_one(Account, account_id), reason)
+        uow.commit()
+
+
+def credentials_accepted(store: Store, account_id: int) -> None:
+    """The credentials work again: clear a ``credentials`` status and reconcile soon, so the
+    next cycle restores the instances' observed states. Other statuses are the cycle's to clear."""
+    with store.unit_of_work() as uow:
+        clear_credentials_status(uow.session.get_one(Account, account_id))
+        uow.commit()
+
+
+def clear_credentials_status(account: Account) -> None:
+    """Back to ``ok`` from ``credentials`` (the caller commits), with a cycle due at once."""
+    if account.status == "credentials":
+        account.status, account.status_reason = "ok", ""
+        account.consecutive_failures = 0
+        account.next_reconcile_at = utcnow()
+
+
+def _credentials_refused(uow: UnitOfWork, account: Account, reason: str) -> None:
+    """Instances become ``unknown`` (reason ``credentials``); the event comes once per episode
+    (only when the status changes), however many cycles keep failing."""
+    if account.status != "credentials":
+        data = {"account": account.name, "reason": reason}
+        uow.record(EventDraft(EventType.ACCOUNT_CREDENTIALS_REQUIRED, data, account=account.name))
+    account.status, account.status_reason = "credentials", reason
+    _all_unknown(uow, account, UnknownReason.CREDENTIALS)
+
+
+def _all_unknown(uow: UnitOfWork, account: Account, reason: UnknownReason) -> None:
+    statement = select(Instance).where(
+        Instance.account_id == account.id,
+        Instance.provider_id.is_not(None),
+        Instance.state.not_in([*_LIVE, InstanceState.ERROR]),
+    )
+    for row in uow.session.scalars(statement):
+        after, changes = unobservable(snapshot(row), reason)
+        if changes:
+            commit_changes(uow, row, account.name, after, changes)
+
+
+def update_realms(store: Store, account_id: int, realms: Sequence[tuple[str, bool, str]]) -> int:
+    """Store realm availability; each change is a ``realm.availability_changed`` event."""
+    with store.unit_of_work() as uow:
+        account = uow.session.get_one(Account, account_id)
+        known = {
+            realm.name: realm
+            for realm in uow.session.scalars(select(Realm).where(Realm.account_id == account_id))
+        }
+        changed = 0
+        for name, available, reason in realms:
+            row = known.get(name)
+            if row is not None and row.available == available:
+                continue
+            if row is None:
+                row = Realm(account_id=account_id, name=name, available=available, reason=reason)
+                uow.session.add(row)
+            row.available, row.reason = available, reason
+            data = {"account": account.name, "realm": name, "available": available}
+            data["reason"] = reason
+            uow.record(EventDraft(EventType.REALM_AVAILABILITY_CHANGED, data, account=account.name))
+            changed += 1
+        account.realms_checked_at = utcnow()
+        uow.commit()
+    return changed
+
+
+def claim_account(
+    store: Store, worker: str, *, now: datetime, lease: timedelta
+) -> tuple[int, str] | None:
+    """Lease the account most overdue for a cycle, if any (SKIP LOCKED on PostgreSQL)."""
+    with store.unit_of_work() as uow:
+        statement = (
+            select(Account)
+            .where(Account.next_reconcile_at <= now)
+            .where(Account.lease_owner.is_(None) | (Account.lease_expires_at < now))
+            .order_by(Account.next_reconcile_at)
+            .limit(1)
+        )
+        if not store.database.is_sqlite:
+            statement = statement.with_for_update(skip_locked=True)
+        account = uow.session.scalar(statement)
+        if account is None:
+            return None
+        account.lease_owner = worker
+        account.lease_expires_at = now + lease
+        uow.commit()
+        return account.id, account.name
+
+
+def renew_account(store: Store, account_id: int, worker: str, lease: timedelta) -> bool:
+    """Extend our lease (a heartbeat between pages); False when another worker took it over."""
+    with store.unit_of_work() as uow:
+        account = uow.session.get_one(Account, account_id)
+        if account.lease_owner != worker:
+            return False
+        account.lease_expires_at = utcnow() + lease
+        uow.commit()
+    return True
+
+
+def release_account(store: Store, account_id: int, worker: str) -> None:
+    with store.unit_of_work() as uow:
+        account = uow.session.get(Account, account_id)
+        if account is not None and account.lease_owner == worker:
+            account.lease_owner = None
+            account.lease_expires_at = None
+        uow.commit()
+
+
+def anything_changing(store: Store) -> bool:
+    """Is any instance in a transitional state? Then there is more to observe, even while an
+    account backs off after a failed listing for longer than ``next_cycle_within`` looks ahead
+    (a burst must not call that idle)."""
+    transitional = [str(state) for state in TRANSITIONAL]
+    with store.read() as session:
+        found = session.scalar(
+            select(Instance.uuid).where(Instance.state.in_(transitional)).limit(1)
+        )
+    return found is not None
+
+
+def next_cycle_within(store: Store, seconds: float) -> bool:
+    """Is any account due for a cycle within ``seconds``? (A burst keeps going while so.)"""
+    horizon = utcnow() + timedelta(seconds=seconds)
+    with store.read() as session:
+        due = session.scalar(
+            select(func.count()).select_from(Account).where(Account.next_reconcile_at <= horizon)
+        )
+    return bool(due)

@@ -1,0 +1,128 @@
+"""Accepting launch orders: validate everything, then write the order, its instances and their
+``instance.created`` events in one transaction, or nothing at all."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from cloudstate.domain.events import EventType
+from cloudstate.domain.hardware import HardwareProfile
+from cloudstate.domain.orders import InstanceSpec, LaunchOrder, resolve_order
+from cloudstate.exceptions import (
+    AlreadyExistsError,
+    FieldError,
+    HardwareProfileError,
+    ValidationError,
+)
+from cloudstate.service.recording import record
+from cloudstate.service.views import OrderView, instance_view, order_view
+from cloudstate.store import Store
+from cloudstate.store.repositories import AccountRepository, InstanceRepository
+from cloudstate.store.tables import Account, utcnow
+
+
+class Catalogue(Protocol):
+    """Where the service learns an account's hardware profiles (the engine's driver pool)."""
+
+    def hardware_profiles(self, account: str) -> Sequence[HardwareProfile] | None:
+        """The account's profiles, or None when they cannot be known right now."""
+        ...
+
+
+def accept_order(store: Store, catalogue: Catalogue, request: Mapping[str, Any]) -> OrderView:
+    """Validate and store a launch order; the launcher takes it from there."""
+    order = resolve_order(request)
+    with store.read() as session:  # cheap checks first, in a read-only session
+        _check(
+            AccountRepository(session, store.secrets),
+            InstanceRepository(session, store.secrets),
+            order,
+        )
+    hardware = _resolve_hardware(catalogue, order)  # may ask the provider: outside any transaction
+    with store.unit_of_work() as uow:  # again, now under the write lock
+        accounts = _check(uow.accounts, uow.instances, order)
+        row = uow.orders.add(order, _jsonable(request))
+        rows = []
+        for spec, granted in zip(order.instances, hardware, strict=True):
+            instance = uow.instances.add(spec, accounts[spec.account], order.id)
+            instance.hardware = granted
+            rows.append((instance, spec.account))
+        for account in accounts.values():  # instances about to change: reconcile them fast
+            account.next_reconcile_at = utcnow()
+        uow.session.flush()  # column defaults (timestamps) are filled in for the events
+        for instance, account_name in rows:
+            record(uow, instance, account_name, EventType.INSTANCE_CREATED)
+        uow.commit()
+        return order_view(row, tuple(instance_view(i, name) for i, name in rows))
+
+
+def _check(
+    accounts: AccountRepository, instances: InstanceRepository, order: LaunchOrder
+) -> dict[str, Account]:
+    """The order's accounts exist and its UUIDs are new; returns the accounts by name."""
+    found = {name: accounts.find(name) for name in order.accounts}
+    errors = [
+        FieldError(f"instances.{index}.account", f"no account named {spec.account!r}")
+        for index, spec in enumerate(order.instances)
+        if found[spec.account] is None
+    ]
+    if errors:
+        raise ValidationError(errors)
+    taken = instances.existing([spec.uuid for spec in order.instances])
+    if taken:
+        raise AlreadyExistsError("instance", ", ".join(sorted(str(u) for u in taken)))
+    return {name: account for name, account in found.items() if account is not None}
+
+
+def _resolve_hardware(catalogue: Catalogue, order: LaunchOrder) -> list[dict[str, int]]:
+    """Apply the override rules per instance; every impossible request is reported."""
+    errors: list[FieldError] = []
+    granted: list[dict[str, int]] = []
+    profiles_by_account: dict[str, dict[str, HardwareProfile] | None] = {}
+    for index, spec in enumerate(order.instances):
+        if spec.account not in profiles_by_account:
+            known = catalogue.hardware_profiles(spec.account)
+            profiles_by_account[spec.account] = None if known is None else {p.id: p for p in known}
+        try:
+            granted.append(_grant(spec, profiles_by_account[spec.account]))
+        except ValidationError as exc:
+            errors += [
+                FieldError(
+                    f"instances.{index}.{e.field}" if e.field else f"instances.{index}", e.message
+                )
+                for e in exc.errors
+            ]
+    if errors:
+        raise HardwareProfileError(errors)
+    return granted
+
+
+def _grant(spec: InstanceSpec, profiles: dict[str, HardwareProfile] | None) -> dict[str, int]:
+    if profiles is None:  # catalogue unknown right now: the launcher applies the rules later
+        return dict(spec.overrides)
+    profile = profiles.get(spec.hardware_profile)
+    if profile is None:
+        raise ValidationError(
+            f"unknown hardware profile {spec.hardware_profile!r}; "
+            f"available: {', '.join(sorted(profiles))}",
+            field="hardware_profile",
+        )
+    return profile.resolve(spec.overrides).as_dict()
+
+
+def _jsonable(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The order as given, for the record (user data left out: it can be large)."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {str(k): clean(v) for k, v in value.items() if k != "user_data"}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        if isinstance(value, uuid.UUID):
+            return str(value)
+        return value
+
+    result: dict[str, Any] = clean(request)
+    return result

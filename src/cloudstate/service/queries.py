@@ -1,0 +1,136 @@
+"""Reads for callers: instances, orders, events. Views only; no secrets unless asked for."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from sqlalchemy import select
+
+from cloudstate.domain.events import EventRecord
+from cloudstate.domain.states import InstanceState
+from cloudstate.domain.subscriptions import SubscriptionFilter
+from cloudstate.domain.validation import parse
+from cloudstate.exceptions import ValidationError, WaitTimeoutError
+from cloudstate.service.views import InstanceView, OrderView, instance_view, order_view
+from cloudstate.store import Store
+from cloudstate.store.repositories import InstanceQuery, event_record
+from cloudstate.store.tables import Instance, Realm
+
+
+def get_instance(store: Store, instance_uuid: UUID) -> InstanceView:
+    with store.unit_of_work() as uow:
+        row = uow.instances.get(instance_uuid)
+        return instance_view(row, uow.accounts.names()[row.account_id])
+
+
+def list_instances(
+    store: Store,
+    *,
+    states: Sequence[str] = (),
+    account: str | None = None,
+    order_id: UUID | None = None,
+    labels: Mapping[str, str] | None = None,
+    after: UUID | None = None,
+    limit: int = 100,
+) -> list[InstanceView]:
+    query = InstanceQuery(
+        states=[_state(value) for value in states],
+        account=account,
+        order_id=order_id,
+        labels=dict(labels or {}),
+    )
+    with store.unit_of_work() as uow:
+        rows = uow.instances.list(query, after=after, limit=limit)
+        names = uow.accounts.names()
+        return [instance_view(row, names[row.account_id]) for row in rows]
+
+
+def get_order(store: Store, order_id: UUID) -> OrderView:
+    with store.unit_of_work() as uow:
+        row = uow.orders.get(order_id)
+        names = uow.accounts.names()
+        rows = uow.session.scalars(
+            select(Instance).where(Instance.order_id == order_id).order_by(Instance.created_at)
+        )
+        return order_view(row, tuple(instance_view(i, names[i.account_id]) for i in rows))
+
+
+def events_after(
+    store: Store, after: int = 0, *, limit: int = 100, where: Mapping[str, object] | None = None
+) -> list[EventRecord]:
+    """Committed events after the cursor ``after``, oldest first, optionally filtered."""
+    if after < 0:
+        raise ValidationError("must be 0 or a sequence number", field="after")
+    selection = parse(SubscriptionFilter, dict(where or {})) if where else None
+    with store.unit_of_work() as uow:
+        return [event_record(row) for row in uow.events.after(after, limit=limit, where=selection)]
+
+
+def instance_events(store: Store, instance_uuid: UUID) -> list[EventRecord]:
+    with store.unit_of_work() as uow:
+        uow.instances.get(instance_uuid)
+        return [event_record(row) for row in uow.events.for_instance(instance_uuid)]
+
+
+def instance_key(store: Store, instance_uuid: UUID) -> str | None:
+    """The generated private key of an instance: for authorised readers only."""
+    with store.unit_of_work() as uow:
+        return uow.instances.key_material(uow.instances.get(instance_uuid))
+
+
+def _state(value: str) -> InstanceState:
+    try:
+        return InstanceState(value)
+    except ValueError:
+        known = ", ".join(state.value for state in InstanceState)
+        raise ValidationError(f"unknown state {value!r}; one of {known}", field="state") from None
+
+
+@dataclass(frozen=True)
+class RealmView:
+    account: str
+    name: str
+    available: bool
+    reason: str
+    updated_at: datetime
+
+
+def list_realms(store: Store, account: str | None = None) -> list[RealmView]:
+    """Realm availability as last observed by the reconciler."""
+    with store.unit_of_work() as uow:
+        names = uow.accounts.names()
+        statement = select(Realm).order_by(Realm.account_id, Realm.name)
+        if account is not None:
+            statement = statement.where(Realm.account_id == uow.accounts.get(account).id)
+        return [
+            RealmView(names[row.account_id], row.name, row.available, row.reason, row.updated_at)
+            for row in uow.session.scalars(statement)
+        ]
+
+
+def settled(views: Sequence[InstanceView], state: InstanceState) -> bool:
+    """Every instance is in ``state`` with nothing in flight."""
+    return all(view.state is state and view.operation is None for view in views)
+
+
+def wait_for_state(
+    store: Store, uuids: Sequence[UUID], state: InstanceState, *, timeout: float
+) -> list[InstanceView]:
+    """Poll until every instance has settled in ``state``; ``WaitTimeoutError`` otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        views = [get_instance(store, u) for u in uuids]
+        if settled(views, state):
+            return views
+        if time.monotonic() >= deadline:
+            raise WaitTimeoutError(not_settled_message(views, state, timeout))
+        time.sleep(0.1)
+
+
+def not_settled_message(views: Sequence[InstanceView], state: InstanceState, timeout: float) -> str:
+    late = ", ".join(f"{v.uuid} is {v.state}" for v in views if v.state is not state)
+    return f"not {state} after {timeout:g}s: {late or 'an operation is still in flight'}"

@@ -1,0 +1,182 @@
+"""The unit of work: one transaction in which a change and its events commit together.
+
+This is the transactional outbox. Use cases change rows through the repositories, describe
+each change with ``record(...)``, and ``commit()`` writes the rows, the events and one delivery
+per matching subscription in a single transaction. If anything fails, nothing is written.
+
+Numbering: an instance event takes the next number of that instance's own sequence (the
+instance row's ``event_seq``, guarded by its version column, so two writers cannot hand out
+the same number). The global ``seq`` must also follow commit order, or a watcher reading
+"after cursor N" could skip an event committed late with a smaller number; on PostgreSQL the
+events are therefore inserted under a transaction-scoped advisory lock taken just before the
+insert and released by the commit. SQLite already serializes writers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from cloudstate.domain.events import EventDraft
+from cloudstate.exceptions import ConcurrentUpdateError, ConflictError, StoreError
+from cloudstate.store.crypto import SecretBox
+from cloudstate.store.database import Database
+from cloudstate.store.deliveries import DeliveryRepository
+from cloudstate.store.repositories import (
+    AccountRepository,
+    EventRepository,
+    InstanceRepository,
+    OrderRepository,
+    SubscriptionRepository,
+    subscription_filter,
+)
+from cloudstate.store.tables import Delivery, Event, Instance, Subscription, utcnow
+
+_EVENT_LOCK = 0x6373_6576  # "csev"
+
+
+@dataclass(frozen=True)
+class _Pending:
+    draft: EventDraft
+    instance_seq: int | None
+    labels: Mapping[str, str]
+
+
+class UnitOfWork:
+    """Use as ``with store.unit_of_work() as uow: ...; uow.commit()``.
+
+    Leaving the block without ``commit()`` (or with an exception) rolls everything back.
+    """
+
+    def __init__(self, database: Database, secrets: SecretBox) -> None:
+        self._database = database
+        self._secrets = secrets
+        self._pending: list[_Pending] = []
+        self._before_commit: dict[object, Callable[[], None]] = {}
+        self.session: Session
+
+    def __enter__(self) -> UnitOfWork:
+        self.session = self._database.write_session()
+        self.accounts = AccountRepository(self.session, self._secrets)
+        self.instances = InstanceRepository(self.session, self._secrets)
+        self.orders = OrderRepository(self.session, self._secrets)
+        self.events = EventRepository(self.session, self._secrets)
+        self.subscriptions = SubscriptionRepository(self.session, self._secrets)
+        self.deliveries = DeliveryRepository(self.session, self._secrets)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.session.rollback()
+        self.session.close()
+        self._pending.clear()
+
+    def record(self, draft: EventDraft, instance: Instance | None = None) -> None:
+        """Describe a change made in this unit of work; it commits with the change.
+
+        Instance events must pass the instance row: it numbers them.
+        """
+        if draft.instance_uuid is not None and instance is None:
+            raise ValueError("an instance event needs its instance row to be numbered")
+        seq = None
+        labels: Mapping[str, str] = {}
+        if instance is not None:
+            instance.event_seq = (instance.event_seq or 0) + 1
+            seq = instance.event_seq
+            labels = instance.label_map
+        self._pending.append(_Pending(draft, seq, labels))
+
+    def before_commit(self, key: object, action: Callable[[], None]) -> None:
+        """Run ``action`` once (per ``key``) just before committing, inside the transaction:
+        for work that depends on every change of the unit (an order's overall state)."""
+        self._before_commit.setdefault(key, action)
+
+    def commit(self) -> list[Event]:
+        """Write the changes, their events and deliveries in one transaction."""
+        try:
+            while self._before_commit:
+                key = next(iter(self._before_commit))
+                self._before_commit.pop(key)()
+            self.session.flush()
+            events = self._write_events()
+            self.session.commit()
+        except StaleDataError as exc:
+            raise ConcurrentUpdateError("another writer changed this instance first") from exc
+        except IntegrityError as exc:
+            raise ConflictError(f"the change conflicts with stored data: {exc.orig}") from exc
+        except OperationalError as exc:
+            raise StoreError(f"database unavailable: {exc.orig}") from exc
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
+        finally:
+            self._pending.clear()
+            self._before_commit.clear()
+        return events
+
+    def _write_events(self) -> list[Event]:
+        if not self._pending:
+            return []
+        if not self._database.is_sqlite:
+            self.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _EVENT_LOCK})
+        now = utcnow()
+        rows = [_event_row(pending, now) for pending in self._pending]
+        self.session.add_all(rows)
+        self.session.flush()
+        self._fan_out(rows)
+        return rows
+
+    def _fan_out(self, rows: list[Event]) -> None:
+        """One delivery per (matching enabled subscription, event), in the same transaction."""
+        subscriptions = list(
+            self.session.scalars(select(Subscription).where(Subscription.enabled.is_(True)))
+        )
+        if not subscriptions:
+            return
+        filters = [(sub, subscription_filter(sub)) for sub in subscriptions]
+        deliveries = [
+            Delivery(
+                subscription_id=sub.id,
+                event_seq=row.seq,
+                ordering_key=row.subject,
+                next_attempt_at=row.time,
+            )
+            for row, pending in zip(rows, self._pending, strict=True)
+            for sub, where in filters
+            if row.seq > sub.start_seq
+            and where.matches(
+                row.type,
+                instance_uuid=row.instance_uuid,
+                order_id=row.order_id,
+                account=row.account,
+                labels=pending.labels,
+            )
+        ]
+        self.session.add_all(deliveries)
+        self.session.flush()
+
+
+def _event_row(pending: _Pending, now: Any) -> Event:
+    draft = pending.draft
+    return Event(
+        id=uuid.uuid4(),
+        type=str(draft.type),
+        subject=draft.subject,
+        instance_uuid=draft.instance_uuid,
+        instance_seq=pending.instance_seq,
+        order_id=draft.order_id,
+        account=draft.account,
+        time=now,
+        data=draft.data,
+    )

@@ -1,0 +1,116 @@
+"""Account credentials are write-only and secret, end to end over the live API.
+
+Given at account creation (and again on update), their values appear in no API response
+(create, get, list, patch, verify accepted and refused), no event, no log record at DEBUG, and
+no byte of the database files (SQLite file and WAL, read while the server runs and after it
+stopped). Verification itself is covered here too: ``POST /v1/accounts/{name}/verify``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from api_server import LiveApi
+
+from cloudstate.logs import JsonFormatter
+from cloudstate.testing import simulated_cloud
+
+SECRET = "s3cret-credential-" + uuid.uuid4().hex
+ROTATED = "r0tated-credential-" + uuid.uuid4().hex
+SECRETS = (SECRET, ROTATED)
+
+
+def leaks(text: str | bytes) -> list[str]:
+    """Which secret values ``text`` contains."""
+    data = text.encode() if isinstance(text, str) else text
+    return [value for value in SECRETS if value.encode() in data]
+
+
+def database_bytes(home: Path) -> bytes:
+    """Every byte of the store's files (main file, WAL, shared memory), whatever exists."""
+    return b"".join(path.read_bytes() for path in sorted(home.glob("cloudstate.db*")))
+
+
+def every_event(client: httpx.Client) -> list[str]:
+    """Every page of ``GET /v1/events``, as the raw response texts."""
+    texts, after = [], 0
+    while True:
+        response = client.get("/v1/events", params={"after": after, "limit": 100})
+        assert response.status_code == 200, response.text
+        texts.append(response.text)
+        items = response.json()["items"]
+        if not items:
+            return texts
+        after = items[-1]["seq"]
+
+
+def exercise(api: LiveApi) -> list[str]:
+    """Create, read, patch and verify (accepted, refused, accepted) an account with
+    credentials; returns every response body."""
+    admin = api.client(api.tokens.admin)
+    body = {
+        "name": "keyed",
+        "provider": "simulator",
+        "config": {"fast": True},
+        "credentials": {"secret_access_key": SECRET},
+        "verify": True,
+    }
+    responses = [admin.post("/v1/accounts", json=body)]
+    assert responses[0].status_code == 201, responses[0].text
+    patch = {"credentials": {"secret_access_key": ROTATED}}
+    responses += [admin.get("/v1/accounts/keyed"), admin.get("/v1/accounts")]
+    responses += [admin.patch("/v1/accounts/keyed", json=patch)]
+    responses += [admin.post("/v1/accounts/keyed/verify")]
+    assert responses[-1].json() == {"ok": True}
+    with simulated_cloud(api.cs.settings.simulator_path) as cloud:
+        cloud.configure(rejected_namespaces=["keyed"])
+        refused = admin.post("/v1/accounts/keyed/verify")
+        cloud.configure(rejected_namespaces=[])
+    assert refused.status_code == 502, refused.text
+    assert refused.json()["title"] == "Provider refused the credentials"
+    account = admin.get("/v1/accounts/keyed")
+    assert account.json()["status"] == "credentials"
+    return [r.text for r in [*responses, refused, account]] + every_event(admin)
+
+
+def test_credentials_never_appear_in_responses_events_logs_or_the_database(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    home = tmp_path / "home"
+    with LiveApi(home) as api:
+        bodies = exercise(api)
+        while_running = database_bytes(home)
+    assert not [text for text in bodies if leaks(text)]
+    events = "".join(bodies)
+    assert "account.credentials_required" in events
+    formatter = JsonFormatter()
+    assert len(caplog.records) > 5
+    assert not leaks("\n".join(formatter.format(record) for record in caplog.records))
+    assert while_running
+    assert not leaks(while_running)
+    assert not leaks(database_bytes(home))
+
+
+def test_verify_needs_admin_and_names_a_missing_account(tmp_path: Path) -> None:
+    with LiveApi(tmp_path / "home") as api:
+        reader = api.client(api.tokens.read)
+        admin = api.client(api.tokens.admin)
+        assert reader.post("/v1/accounts/simulator/verify").status_code == 403
+        assert admin.post("/v1/accounts/nope/verify").status_code == 404
+        assert admin.post("/v1/accounts/simulator/verify").json() == {"ok": True}
+
+
+def test_an_account_created_with_verify_is_not_stored_when_refused(tmp_path: Path) -> None:
+    with LiveApi(tmp_path / "home") as api:
+        admin = api.client(api.tokens.admin)
+        body = {"name": "refused", "provider": "simulator", "verify": True}
+        with simulated_cloud(api.cs.settings.simulator_path) as cloud:
+            cloud.configure(rejected_namespaces=["refused"])
+            response = admin.post("/v1/accounts", json=body)
+        assert response.status_code == 502, response.text
+        assert admin.get("/v1/accounts/refused").status_code == 404
