@@ -145,7 +145,7 @@ def follow(
     with exit_codes():
         try:
             asyncio.run(_follow(chosen, after, filters, timeout, sink))
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C: how a watch ends
             pass
         finally:
             sink.end()

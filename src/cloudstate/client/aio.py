@@ -340,6 +340,10 @@ class AsyncClient:
                             cursor = event.seq
                             yield event
             except httpx.TransportError as exc:
+                if _being_cancelled():
+                    # The transport can turn a cancellation (Ctrl-C) into a read error:
+                    # reconnecting would swallow it and the caller would never stop.
+                    raise asyncio.CancelledError from exc
                 if not policy.failed():
                     raise errors.unreachable(self.url, exc) from exc
             retry, resumed = decoder.retry, True
@@ -365,3 +369,8 @@ class AsyncClient:
     async def ready(self) -> Readiness:
         """Readiness (``status`` is ``not_ready`` while the schema is behind; no error)."""
         return await self._run(calls.ready())
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
