@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import os
 import threading
+import time
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -90,13 +91,15 @@ def shared_moto() -> MotoEC2:
 class FaultProxy:
     """A reverse proxy on loopback in front of moto that can answer as a failing EC2 would:
     an EC2 error document (``RequestLimitExceeded`` by default) for every request or only some
-    actions, possibly after letting a few through, or go away (connection refused)."""
+    actions, possibly after letting a few through and possibly only a few times, or go away
+    (connection refused). It notes when each request arrived, per action (``calls``)."""
 
     def __init__(self, upstream: str) -> None:
         self._upstream = urlsplit(upstream)
         self._fault: _Fault | None = None
         self._lock = threading.Lock()
         self.failed: list[str] = []  # the actions answered with the fault, in order
+        self.calls: dict[str, list[float]] = {}  # action -> arrival times (time.monotonic())
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -128,15 +131,19 @@ class FaultProxy:
         status: int = 400,
         actions: Iterable[str] = (),
         after: int = 0,
+        times: int | None = None,
         message: str = "injected by the test's fault proxy",
     ) -> None:
         """Answer these EC2 actions (every action when none) with the error ``code``, once
-        ``after`` matching requests have passed."""
+        ``after`` matching requests have passed; only ``times`` times when given, then pass
+        every request through again."""
         with self._lock:
-            self._fault = _Fault(code, status, frozenset(actions), after, message)
+            self._fault = _Fault(code, status, frozenset(actions), after, message, times)
 
-    def throttle(self, actions: Iterable[str] = (), after: int = 0) -> None:
-        self.fail("RequestLimitExceeded", actions=actions, after=after)
+    def throttle(
+        self, actions: Iterable[str] = (), after: int = 0, times: int | None = None
+    ) -> None:
+        self.fail("RequestLimitExceeded", actions=actions, after=after, times=times)
 
     def pass_through(self) -> None:
         with self._lock:
@@ -153,6 +160,8 @@ class FaultProxy:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
         action = parse_qs(body.decode("utf-8", "replace")).get("Action", [""])[0]
+        with self._lock:
+            self.calls.setdefault(action, []).append(time.monotonic())
         fault = self._take_fault(action)
         if fault is not None:
             document = ERROR_BODY.format(code=fault.code, message=fault.message).encode()
@@ -183,6 +192,10 @@ class FaultProxy:
             if fault.after > 0:
                 fault.after -= 1
                 return None
+            if fault.times is not None:
+                fault.times -= 1
+                if fault.times <= 0:
+                    self._fault = None
             self.failed.append(action)
             return fault
 
@@ -205,3 +218,4 @@ class _Fault:
     actions: frozenset[str]
     after: int
     message: str
+    times: int | None = None  # faults left to answer; None: no end

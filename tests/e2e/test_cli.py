@@ -247,7 +247,7 @@ def test_watch_prints_a_line_per_change_and_ctrl_c_exits_0(server: Served, tag: 
     seen = _now_reads(server)
     watcher = subprocess.Popen(
         [*cloudstate_command(), "watch", "--label", tag],
-        env=server.env(),
+        env={**server.env(), "PYTHONFAULTHANDLER": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -270,7 +270,13 @@ def test_watch_prints_a_line_per_change_and_ctrl_c_exits_0(server: Served, tag: 
                 if "→ running" in line:
                     break
         watcher.send_signal(signal.SIGINT)
-        assert watcher.wait(timeout=10) == 0
+        try:
+            code = watcher.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            watcher.send_signal(signal.SIGABRT)  # faulthandler: where is it stuck?
+            _, stderr = watcher.communicate(timeout=10)
+            pytest.fail(f"watch did not end on SIGINT; its threads:\n{stderr}")
+        assert code == 0
     finally:
         if watcher.poll() is None:
             watcher.kill()

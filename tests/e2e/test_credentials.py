@@ -1,7 +1,8 @@
 """Account credentials are write-only and secret, end to end over the live API.
 
-Given at account creation (and again on update), their values appear in no API response
-(create, get, list, patch, verify accepted and refused), no event, no log record at DEBUG, and
+Given at account creation, on update, or inline in a launch order, their values appear in no
+API response (create, get, list, patch, verify accepted and refused, orders accepted and
+refused), no event, no log record at DEBUG, and
 no byte of the database files (SQLite file and WAL, read while the server runs and after it
 stopped). Verification itself is covered here too: ``POST /v1/accounts/{name}/verify``.
 """
@@ -21,7 +22,8 @@ from cloudstate.testing import simulated_cloud
 
 SECRET = "s3cret-credential-" + uuid.uuid4().hex
 ROTATED = "r0tated-credential-" + uuid.uuid4().hex
-SECRETS = (SECRET, ROTATED)
+INLINE = "inl1ne-credential-" + uuid.uuid4().hex
+SECRETS = (SECRET, ROTATED, INLINE)
 
 
 def leaks(text: str | bytes) -> list[str]:
@@ -74,7 +76,23 @@ def exercise(api: LiveApi) -> list[str]:
     assert refused.json()["title"] == "Provider refused the credentials"
     account = admin.get("/v1/accounts/keyed")
     assert account.json()["status"] == "credentials"
-    return [r.text for r in [*responses, refused, account]] + every_event(admin)
+    order = {
+        "account": "keyed",
+        "image": "img-basic",
+        "hardware_profile": "small",
+        "instances": [{"uuid": str(uuid.uuid4())}],
+        "credentials": {"keyed": {"secret_access_key": INLINE}},
+    }
+    launched = admin.post("/v1/orders", json=order)
+    assert launched.status_code == 202, launched.text
+    bad = admin.post("/v1/orders", json={**order, "credentials": {"other": {"k": INLINE}}})
+    assert bad.status_code == 422, bad.text
+    again = admin.get(f"/v1/orders/{launched.json()['id']}")
+    account = admin.get("/v1/accounts/keyed")
+    assert account.json()["status"] == "ok"  # the order's credentials replaced the refused ones
+    assert account.json()["credentials_from_order"] is True
+    answers = [*responses, refused, launched, bad, again, account]
+    return [r.text for r in answers] + every_event(admin)
 
 
 def test_credentials_never_appear_in_responses_events_logs_or_the_database(

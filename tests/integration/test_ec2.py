@@ -9,6 +9,7 @@ loop (``burst``) and worker processes against the same server.
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import subprocess
 import sys
@@ -373,6 +374,51 @@ def test_looking_up_more_uuids_than_one_filter_holds_still_finds_them(driver, im
     assert [i.uuid for i in driver.list_page(uuids=uuids).instances] == [wanted.uuid]
 
 
+# request buckets -----------------------------------------------------------------------------
+
+
+def test_the_describe_bucket_spaces_listings_at_the_configured_rate(moto, proxy, tmp_path):
+    """``request_rates`` describe 10/s with a burst of 2: two listings reach EC2 at once, the
+    other eight a tenth of a second apart."""
+    moto.ec2.describe_instances()  # moto's first listing after a reset is slow: not here
+    driver = make_driver(
+        proxy.url, tmp_path, request_rates={"describe": 10}, request_bursts={"describe": 2}
+    )
+    try:
+        for _ in range(10):
+            driver.list_page()
+    finally:
+        driver.close()
+
+    arrivals = proxy.calls["DescribeInstances"]
+    assert len(arrivals) == 10
+    assert arrivals[1] - arrivals[0] < 0.08
+    assert all(b - a >= 0.08 for a, b in itertools.pairwise(arrivals[2:]))
+    assert 0.75 <= arrivals[-1] - arrivals[0] < 2.0
+
+
+def test_every_call_of_a_launch_waits_for_its_class_token(proxy, image, tmp_path):
+    """The hook covers the calls around RunInstances too: at 10/s with bursts of 1, the
+    generated key pairs (mutating) and the RunInstances each arrive a tenth of a second
+    apart."""
+    driver = make_driver(
+        proxy.url,
+        tmp_path,
+        request_rates={"mutating": 10, "run_instances": 10},
+        request_bursts={"mutating": 1, "run_instances": 1},
+    )
+    try:
+        outcomes = driver.create_many([spec(image) for _ in range(3)])
+    finally:
+        driver.close()
+
+    assert all(o.instance is not None for o in outcomes)
+    for action in ("CreateKeyPair", "RunInstances"):
+        arrivals = proxy.calls[action]
+        assert len(arrivals) == 3
+        assert all(b - a >= 0.09 for a, b in itertools.pairwise(arrivals)), action
+
+
 def test_a_throttled_listing_is_throttling(driver, proxy):
     proxy.throttle(actions=["DescribeInstances"])
 
@@ -521,3 +567,39 @@ def test_a_worker_killed_after_run_instances_creates_no_second_instance(moto, im
     assert instances_per_uuid(moto) == {str(u): 1 for u in uuids}
     with CloudState(home=home, default_account=False) as cs:
         assert {str(cs.get(u).state) for u in uuids} == {"running"}
+
+
+@pytest.mark.slow
+def test_the_engine_retries_throttled_launches_ever_more_slowly_once_per_uuid(
+    moto, proxy, image, tmp_path
+):
+    """EC2 throttles the first three RunInstances: cloudstate's own loop retries each time
+    (looking its instances up first) and each time later, the account's call budget, unlimited
+    before, is left finite, and there is one running instance per UUID in the end.
+
+    Slow (about 15 s): the retries wait out the launcher's backoff and the throttled budget.
+    """
+    proxy.throttle(actions=["RunInstances"], times=3)
+    with CloudState(
+        home=tmp_path / "home", default_account=False, simulator_fast=True,
+        pending_grace_seconds=0.5,
+    ) as cs:  # fmt: skip
+        _add_account(cs, proxy.url)
+        _, metered = cs.engine.pool.by_name("aws")
+        assert isinstance(metered, MeteredDriver)
+        assert metered.budget.rate is None  # never throttled: unlimited
+        uuids = _launch(cs, image, 6)
+
+        assert cs.burst(timeout=60)
+
+        views = [cs.get(u) for u in uuids]
+    assert proxy.failed == ["RunInstances"] * 3
+    attempts = proxy.calls["RunInstances"]
+    assert len(attempts) == 3 + 6  # three refused, then one per instance
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts[:4])]
+    assert min(gaps) >= 0.5  # the first retry's shortest backoff
+    assert gaps[0] < gaps[-1]
+    assert metered.budget.rate is not None
+    assert metered.budget.rate < 2.0
+    assert {str(view.state) for view in views} == {"running"}
+    assert instances_per_uuid(moto) == {str(u): 1 for u in uuids}

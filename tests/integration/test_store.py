@@ -96,16 +96,16 @@ class TestMigrations:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
         url = postgres_url.rsplit("/", 1)[0] + "/" + name
+        database = Database(url)
         try:
-            database = Database(url)
             assert database.current_revision() is None
             database.upgrade()
             assert database.is_current()
             with database.engine.connect() as connection:
                 context = MigrationContext.configure(connection, opts={"compare_type": True})
                 assert compare_metadata(context, Base.metadata) == []
-            database.dispose()
         finally:
+            database.dispose()  # a failed assertion must not leave a connection open
             with admin.connect() as connection:
                 connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
             admin.dispose()

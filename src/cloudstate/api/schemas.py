@@ -200,6 +200,9 @@ class AccountOut(BaseModel):
     config: dict[str, Any]
     has_credentials: bool
     credentials_expire_at: datetime | None
+    credentials_from_order: bool = Field(
+        description="given inline by a launch order, so dropped under its retention policy"
+    )
     status: str
     status_reason: str
     created_at: datetime

@@ -7,6 +7,8 @@ Following uses ``AsyncClient.stream``, which reconnects by itself with ``Last-Ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 from contextlib import aclosing
 from typing import Annotated, Any, Protocol
 from uuid import UUID
@@ -43,6 +45,8 @@ Types = Annotated[
 Instances = Annotated[
     list[str] | None, typer.Option("--instance", "-i", help="Only these instances (repeatable).")
 ]
+STOP_GRACE = 2.0  # seconds the stream gets to close cleanly after Ctrl-C or --timeout
+
 Until = Annotated[
     float | None, typer.Option("--timeout", help="Stop after this many seconds (exit 0).")
 ]
@@ -141,28 +145,64 @@ class Sink(Protocol):
 def follow(
     chosen: Target, after: int | None, filters: EventFilters, timeout: float | None, sink: Sink
 ) -> None:
-    """Run the stream until ``timeout`` or Ctrl-C (both exit 0), feeding ``sink``."""
-    with exit_codes():
-        try:
-            asyncio.run(_follow(chosen, after, filters, timeout, sink))
-        except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C: how a watch ends
-            pass
-        finally:
-            sink.end()
+    """Run the stream until ``timeout`` or Ctrl-C (both exit 0), feeding ``sink``.
+
+    Ctrl-C is the loop's own signal handler, not a task cancellation: it wakes the loop
+    whichever thread the signal lands on, and stopping does not depend on the HTTP stack
+    passing a cancellation through (one that swallowed it would leave ``watch`` hanging).
+    """
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    try:
+        with exit_codes():
+            loop.add_signal_handler(signal.SIGINT, stop.set)
+            loop.run_until_complete(_follow(chosen, after, filters, timeout, sink, stop))
+    finally:
+        sink.end()
+        _close(loop)
 
 
 async def _follow(
-    chosen: Target, after: int | None, filters: EventFilters, timeout: float | None, sink: Sink
+    chosen: Target,
+    after: int | None,
+    filters: EventFilters,
+    timeout: float | None,
+    sink: Sink,
+    stop: asyncio.Event,
 ) -> None:
-    async with AsyncClient(chosen.url, chosen.token) as client:
-        start = await client.last_event_seq() if after is None else after
-        await sink.begin(client)  # after taking the cursor: no change can slip between
-        try:
-            async with asyncio.timeout(timeout), aclosing(client.stream(start, **filters)) as feed:
-                async for event in feed:
-                    sink.add(event)
-        except TimeoutError:
-            return
+    client = AsyncClient(chosen.url, chosen.token)
+    work = asyncio.ensure_future(_feed(client, after, filters, sink))
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {work, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if work in done:
+            work.result()  # the stream ended with an error: raise it (exit code)
+    finally:
+        for task in (work, stopped):
+            task.cancel()
+        await asyncio.wait({work, stopped}, timeout=STOP_GRACE)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.aclose(), STOP_GRACE)
+
+
+async def _feed(client: AsyncClient, after: int | None, filters: EventFilters, sink: Sink) -> None:
+    start = await client.last_event_seq() if after is None else after
+    await sink.begin(client)  # after taking the cursor: no change can slip between
+    async with aclosing(client.stream(start, **filters)) as feed:
+        async for event in feed:
+            sink.add(event)
+
+
+def _close(loop: asyncio.AbstractEventLoop) -> None:
+    """Give what is still running a moment to finish, then close the loop regardless."""
+    pending = asyncio.all_tasks(loop)
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.wait(pending, timeout=STOP_GRACE))
+    loop.close()
 
 
 class Lines:

@@ -275,10 +275,18 @@ def accounts_table(accounts: Iterable[Account]) -> Table:
             account.provider,
             Text(status, style="green" if account.status == "ok" else "red"),
             Text(json.dumps(account.config, separators=(",", ":"))),
-            "yes" if account.has_credentials else "no",
+            _credentials(account),
             _when(account.created_at),
         )
     return table
+
+
+def _credentials(account: Account) -> str:
+    if not account.has_credentials:
+        return "no"
+    source = " (from an order)" if account.credentials_from_order else ""
+    until = account.credentials_expire_at
+    return f"yes{source}" + (f", until {_when(until)}" if until else "")
 
 
 # --- subscriptions and deliveries ---------------------------------------------------------------

@@ -10,9 +10,9 @@ from __future__ import annotations
 import uuid as uuid_module
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from cloudstate.domain.validation import (
     AccountName,
@@ -25,6 +25,8 @@ from cloudstate.domain.validation import (
 from cloudstate.exceptions import FieldError, ValidationError
 
 MAX_INSTANCES_PER_ORDER = 1000
+MAX_CREDENTIAL_LENGTH = 16 * 1024
+MAX_CREDENTIALS_TTL = 366 * 24 * 3600
 
 
 class OrderPolicy(StrEnum):
@@ -65,10 +67,32 @@ class InstanceRequest(_Placement):
     name: Name | None = None
 
 
+CredentialFields = dict[
+    Annotated[str, StringConstraints(min_length=1, max_length=63)],
+    Annotated[str, StringConstraints(max_length=MAX_CREDENTIAL_LENGTH)],
+]
+
+
 class LaunchOrderRequest(_Placement):
     id: uuid_module.UUID | None = None
     policy: OrderPolicy = OrderPolicy.PARTIAL
     instances: list[InstanceRequest] = Field(min_length=1, max_length=MAX_INSTANCES_PER_ORDER)
+    credentials: dict[AccountName, CredentialFields] = Field(
+        default_factory=dict,
+        repr=False,
+        description=(
+            "write-only: credentials for accounts this order launches on, by account name; "
+            "they replace the account's stored ones and are kept under the retention policy"
+        ),
+    )
+    credentials_ttl: int | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_CREDENTIALS_TTL,
+        description=(
+            "seconds to keep inline credentials; default: while the account has live instances"
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -92,6 +116,8 @@ class LaunchOrder:
     id: uuid_module.UUID
     policy: OrderPolicy
     instances: tuple[InstanceSpec, ...]
+    credentials: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
+    credentials_ttl: int | None = None
 
     @property
     def accounts(self) -> frozenset[str]:
@@ -116,11 +142,34 @@ def resolve_order(data: Any) -> LaunchOrder:
     errors = cross_field_errors(request.model_dump(mode="json"))
     if errors:
         raise ValidationError(errors)
+    instances = tuple(_spec(_merge(request, item)) for item in request.instances)
+    errors = _credentials_errors(request, {spec.account for spec in instances})
+    if errors:
+        raise ValidationError(errors)
     return LaunchOrder(
         id=request.id or uuid_module.uuid4(),
         policy=request.policy,
-        instances=tuple(_spec(_merge(request, item)) for item in request.instances),
+        instances=instances,
+        credentials=request.credentials,
+        credentials_ttl=request.credentials_ttl,
     )
+
+
+def _credentials_errors(request: LaunchOrderRequest, used: set[str]) -> list[FieldError]:
+    """Inline credentials name accounts the order launches on, and carry something."""
+    errors = [
+        FieldError(f"credentials.{name}", "no instance of this order launches on this account")
+        for name in request.credentials
+        if name not in used
+    ]
+    errors += [
+        FieldError(f"credentials.{name}", "must not be empty")
+        for name, fields in request.credentials.items()
+        if not fields
+    ]
+    if request.credentials_ttl is not None and not request.credentials:
+        errors.append(FieldError("credentials_ttl", "given without inline credentials"))
+    return errors
 
 
 def cross_field_errors(data: Any) -> list[FieldError]:

@@ -209,7 +209,10 @@ class MeteredDriver:
         return result
 
     def create_many(self, specs: Sequence[LaunchSpec]) -> list[LaunchOutcome]:
-        return self._call("create_many", lambda: self.inner.create_many(specs))
+        outcomes = self._call("create_many", lambda: self.inner.create_many(specs))
+        if any(isinstance(outcome.error, ProviderThrottledError) for outcome in outcomes):
+            self.budget.throttled()  # throttled mid-batch: the call "succeeded", the rest did not
+        return outcomes
 
     def list_page(self, token: str | None = None, *, uuids: Sequence[UUID] | None = None) -> Page:
         return self._call("list_page", lambda: self.inner.list_page(token, uuids=uuids))

@@ -1,4 +1,5 @@
-"""Housekeeping on a slow cadence: prune the change log past its retention."""
+"""Housekeeping on a slow cadence: prune the change log past its retention, and drop the
+inline credentials of launch orders whose retention has run out."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from datetime import timedelta
 
 from cloudstate.config import Settings
 from cloudstate.engine.loop import TickResult
-from cloudstate.service.retention import BATCH, prune_events
+from cloudstate.service.retention import BATCH, drop_order_credentials, prune_events
 from cloudstate.store import Store
 from cloudstate.store.tables import utcnow
 
@@ -22,5 +23,7 @@ class Sweeper:
         return 60.0
 
     def tick(self) -> TickResult:
-        pruned = prune_events(self.store, utcnow() - self.retention)
-        return TickResult(worked=bool(pruned), more=pruned == BATCH)
+        now = utcnow()
+        dropped = drop_order_credentials(self.store, now)
+        pruned = prune_events(self.store, now - self.retention)
+        return TickResult(worked=bool(pruned or dropped), more=pruned == BATCH)

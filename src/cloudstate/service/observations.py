@@ -247,7 +247,7 @@ def account_failed(
         account.next_reconcile_at = utcnow() + retry_in
         throttled = isinstance(error, ProviderThrottledError)
         if isinstance(error, ProviderAuthError):
-            _credentials_refused(uow, account, error.reason)
+            require_credentials(uow, account, error.reason)
         elif account.consecutive_failures >= threshold and not throttled:
             account.status, account.status_reason = "unreachable", error.reason
             _all_unknown(uow, account, UnknownReason.PROVIDER_UNREACHABLE)
@@ -258,7 +258,7 @@ def credentials_refused(store: Store, account_id: int, reason: str) -> None:
     """The provider refused the account's credentials outside a listing (a verification):
     the same outcome as a refused listing, without touching the failure count or cadence."""
     with store.unit_of_work() as uow:
-        _credentials_refused(uow, uow.session.get_one(Account, account_id), reason)
+        require_credentials(uow, uow.session.get_one(Account, account_id), reason)
         uow.commit()
 
 
@@ -278,7 +278,7 @@ def clear_credentials_status(account: Account) -> None:
         account.next_reconcile_at = utcnow()
 
 
-def _credentials_refused(uow: UnitOfWork, account: Account, reason: str) -> None:
+def require_credentials(uow: UnitOfWork, account: Account, reason: str) -> None:
     """Instances become ``unknown`` (reason ``credentials``); the event comes once per episode
     (only when the status changes), however many cycles keep failing."""
     if account.status != "credentials":

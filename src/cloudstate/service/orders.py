@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any, Protocol
 
 from cloudstate.domain.events import EventType
@@ -16,6 +17,7 @@ from cloudstate.exceptions import (
     HardwareProfileError,
     ValidationError,
 )
+from cloudstate.service.observations import clear_credentials_status
 from cloudstate.service.recording import record
 from cloudstate.service.views import OrderView, instance_view, order_view
 from cloudstate.store import Store
@@ -30,19 +32,34 @@ class Catalogue(Protocol):
         """The account's profiles, or None when they cannot be known right now."""
         ...
 
+    def validate(
+        self,
+        provider: str,
+        config: Mapping[str, Any],
+        credentials: Mapping[str, str],
+        name: str,
+        *,
+        probe: bool = False,
+    ) -> None:
+        """Raise ``ValidationError`` unless a driver can be built from these settings."""
+        ...
+
 
 def accept_order(store: Store, catalogue: Catalogue, request: Mapping[str, Any]) -> OrderView:
     """Validate and store a launch order; the launcher takes it from there."""
     order = resolve_order(request)
     with store.read() as session:  # cheap checks first, in a read-only session
-        _check(
+        found = _check(
             AccountRepository(session, store.secrets),
             InstanceRepository(session, store.secrets),
             order,
         )
+        settings = {name: (found[name].provider, dict(found[name].config)) for name in found}
+    _check_credentials(catalogue, order, settings)
     hardware = _resolve_hardware(catalogue, order)  # may ask the provider: outside any transaction
     with store.unit_of_work() as uow:  # again, now under the write lock
         accounts = _check(uow.accounts, uow.instances, order)
+        _keep_credentials(uow.accounts, accounts, order)
         row = uow.orders.add(order, _jsonable(request))
         rows = []
         for spec, granted in zip(order.instances, hardware, strict=True):
@@ -74,6 +91,42 @@ def _check(
     if taken:
         raise AlreadyExistsError("instance", ", ".join(sorted(str(u) for u in taken)))
     return {name: account for name, account in found.items() if account is not None}
+
+
+def _check_credentials(
+    catalogue: Catalogue, order: LaunchOrder, settings: Mapping[str, tuple[str, dict[str, Any]]]
+) -> None:
+    """Inline credentials must suit their account's provider (checked without a call)."""
+    errors: list[FieldError] = []
+    for name, credentials in order.credentials.items():
+        provider, config = settings[name]
+        try:
+            catalogue.validate(provider, config, credentials, name)
+        except ValidationError as exc:
+            errors += [
+                FieldError(
+                    f"credentials.{name}.{e.field}" if e.field else f"credentials.{name}", e.message
+                )
+                for e in exc.errors
+            ]
+    if errors:
+        raise ValidationError(errors)
+
+
+def _keep_credentials(
+    accounts: AccountRepository, found: Mapping[str, Account], order: LaunchOrder
+) -> None:
+    """Store the order's inline credentials in place of the accounts' own, encrypted, under
+    the retention policy: until ``credentials_ttl`` passes, or else while the account has live
+    instances (``service.retention.drop_order_credentials`` enforces both)."""
+    now = utcnow()
+    for name, credentials in order.credentials.items():
+        account = found[name]
+        accounts.set_credentials(account, credentials)
+        account.credentials_from_order = True
+        ttl = order.credentials_ttl
+        account.credentials_expire_at = now + timedelta(seconds=ttl) if ttl else None
+        clear_credentials_status(account)
 
 
 def _resolve_hardware(catalogue: Catalogue, order: LaunchOrder) -> list[dict[str, int]]:
@@ -112,12 +165,16 @@ def _grant(spec: InstanceSpec, profiles: dict[str, HardwareProfile] | None) -> d
     return profile.resolve(spec.overrides).as_dict()
 
 
+UNRECORDED = ("user_data", "credentials")
+
+
 def _jsonable(request: Mapping[str, Any]) -> dict[str, Any]:
-    """The order as given, for the record (user data left out: it can be large)."""
+    """The order as given, for the record; left out: user data (it can be large) and inline
+    credentials (secret: they live only encrypted on the account)."""
 
     def clean(value: Any) -> Any:
         if isinstance(value, Mapping):
-            return {str(k): clean(v) for k, v in value.items() if k != "user_data"}
+            return {str(k): clean(v) for k, v in value.items() if k not in UNRECORDED}
         if isinstance(value, list | tuple):
             return [clean(v) for v in value]
         if isinstance(value, uuid.UUID):

@@ -119,6 +119,7 @@ class AccountView:
     config: dict[str, Any]
     has_credentials: bool
     credentials_expire_at: datetime | None
+    credentials_from_order: bool
     status: str
     status_reason: str
     created_at: datetime
@@ -131,6 +132,7 @@ def account_view(row: Account) -> AccountView:
         config=dict(row.config),
         has_credentials=row.credentials is not None,
         credentials_expire_at=row.credentials_expire_at,
+        credentials_from_order=row.credentials_from_order,
         status=row.status,
         status_reason=row.status_reason,
         created_at=row.created_at,

@@ -28,6 +28,9 @@ from sqlalchemy import (
     Uuid,
     text,
 )
+from sqlalchemy import (
+    false as sa_false,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -89,6 +92,12 @@ class Account(Base):
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     credentials: Mapped[bytes | None] = mapped_column(comment="Fernet token; never plaintext")
     credentials_expire_at: Mapped[datetime | None]
+    credentials_from_order: Mapped[bool] = mapped_column(
+        Boolean,
+        default=False,
+        server_default=sa_false(),
+        comment="given inline by a launch order: dropped under the retention policy",
+    )
     status: Mapped[str] = mapped_column(String(32), default="ok")
     status_reason: Mapped[str] = mapped_column(Text, default="")
     next_reconcile_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -4,6 +4,9 @@ Launching: one ``RunInstances`` per instance (``MinCount = MaxCount = 1``), so e
 has its own outcome and its own ``ClientToken`` (``client_token(uuid)``: EC2 itself refuses to
 create a second instance for a retried token), and carries the ``cloudstate:uuid`` tag that
 ``list_page(uuids=...)`` finds, which is what the launcher looks up before any retry.
+
+Pacing: every call the client sends first waits for a token from the driver's own request
+buckets (``limits``), so one driver stays within EC2's published limits per request class.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from cloudstate.providers.base import (
     create_each,
 )
 from cloudstate.providers.ec2.errors import call, error_code, translate
+from cloudstate.providers.ec2.limits import RequestBuckets
 from cloudstate.providers.ec2.mapping import (
     key_name_for,
     tag_specifications,
@@ -70,13 +74,18 @@ KEY_MATERIAL_LOST = (
 
 
 class Ec2Driver:
-    """Implements ``cloudstate.providers.base.Driver``; raises only ``ProviderError``s."""
+    """Implements ``cloudstate.providers.base.Driver``; raises only ``ProviderError``s.
+
+    Takes over ``client``: its calls are paced by this driver's request buckets from now on.
+    """
 
     kind = "ec2"
 
     def __init__(self, client: EC2Client, settings: Ec2Settings) -> None:
         self.client = client
         self.settings = settings
+        self.buckets = RequestBuckets(settings.request_rates, settings.request_bursts)
+        self.buckets.install(client)
         self.page_size = settings.page_size
         self._lock = threading.Lock()
         self._profiles: list[HardwareProfile] | None = None

@@ -7,9 +7,10 @@ budget, and a second retry layer underneath would hide throttling from it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeGuard
 from urllib.parse import urlsplit
 
 import boto3
@@ -18,6 +19,7 @@ import botocore.session
 from botocore.config import Config
 
 from cloudstate.exceptions import FieldError, ValidationError
+from cloudstate.providers.ec2.limits import CLASSES, DEFAULT_BURSTS, DEFAULT_RATES
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -35,7 +37,15 @@ DEFAULT_INSTANCE_TYPES: tuple[str, ...] = (
 
 MIN_PAGE_SIZE, MAX_PAGE_SIZE = 5, 1000  # DescribeInstances' own limits on MaxResults
 CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 30.0
-OPTIONS = ("region", "endpoint_url", "instance_types", "images", "page_size")
+OPTIONS = (
+    "region",
+    "endpoint_url",
+    "instance_types",
+    "images",
+    "page_size",
+    "request_rates",
+    "request_bursts",
+)
 CREDENTIALS = ("access_key_id", "secret_access_key", "session_token")
 
 _LOADER = botocore.loaders.create_loader()
@@ -50,6 +60,10 @@ class Ec2Settings:
     instance_types: tuple[str, ...] = DEFAULT_INSTANCE_TYPES
     images: tuple[str, ...] = ()  # empty: the account's own AMIs (DescribeImages Owners=self)
     page_size: int = MAX_PAGE_SIZE
+    request_rates: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_RATES))
+    """Calls per second per request class (``limits.CLASSES``), every class present."""
+    request_bursts: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_BURSTS))
+    """Calls per request class allowed at once (each at least 1), every class present."""
 
 
 def parse_settings(config: Mapping[str, Any]) -> Ec2Settings:
@@ -72,6 +86,8 @@ def parse_settings(config: Mapping[str, Any]) -> Ec2Settings:
         errors.append(FieldError("page_size", "must be an integer"))
     elif not MIN_PAGE_SIZE <= page_size <= MAX_PAGE_SIZE:
         errors.append(FieldError("page_size", f"must be {MIN_PAGE_SIZE}..{MAX_PAGE_SIZE}"))
+    rates = _per_class(config, "request_rates", errors, least=0.0)
+    bursts = _per_class(config, "request_bursts", errors, least=1.0)
     if errors:
         raise ValidationError(errors)
     return Ec2Settings(
@@ -80,6 +96,8 @@ def parse_settings(config: Mapping[str, Any]) -> Ec2Settings:
         instance_types=types or DEFAULT_INSTANCE_TYPES,
         images=images,
         page_size=int(page_size),
+        request_rates={**DEFAULT_RATES, **rates},
+        request_bursts={**DEFAULT_BURSTS, **bursts},
     )
 
 
@@ -140,3 +158,31 @@ def _names(config: Mapping[str, Any], key: str, errors: list[FieldError]) -> tup
         errors.append(FieldError(key, "must be a non-empty list of non-empty strings"))
         return ()
     return tuple(dict.fromkeys(value))
+
+
+def _per_class(
+    config: Mapping[str, Any], key: str, errors: list[FieldError], *, least: float
+) -> dict[str, float]:
+    """A ``{class: number}`` mapping over the request classes (``limits.CLASSES``); a number
+    must be finite and above 0 and ``least``. Every bad entry is named ``key.class``."""
+    value = config.get(key)
+    if value is None:
+        return {}
+    classes = ", ".join(CLASSES)
+    if not isinstance(value, Mapping) or not value:
+        errors.append(FieldError(key, f"must map request classes ({classes}) to numbers"))
+        return {}
+    wanted = "a positive number" if least <= 0 else f"a number >= {least:g}"
+    found: dict[str, float] = {}
+    for name, number in value.items():
+        if name not in CLASSES:
+            errors.append(FieldError(f"{key}.{name}", f"unknown request class; classes: {classes}"))
+        elif _is_number(number) and number > 0 and number >= least:
+            found[name] = float(number)
+        else:
+            errors.append(FieldError(f"{key}.{name}", f"must be {wanted}"))
+    return found
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
