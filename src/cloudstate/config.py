@@ -85,6 +85,11 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="An account cycle lease; renewed after every page."
     )
     launch_retry_limit: int = Field(default=8, ge=1, description="Retryable launch failures.")
+    launch_timeout_seconds: float = Field(
+        default=1800.0,
+        gt=0,
+        description="An order's instances not running by then fail (an order may set its own).",
+    )
     action_timeout_seconds: float = Field(
         default=600.0, gt=0, description="An action not settled in this time has failed."
     )

@@ -128,7 +128,12 @@ class CloudState:
         request = {**(order or {}), **fields}
         if "account" not in request and _needs_default(request):
             request["account"] = DEFAULT_ACCOUNT
-        view = orders.accept_order(self.store, self.engine.pool, request)
+        view = orders.accept_order(
+            self.store,
+            self.engine.pool,
+            request,
+            launch_timeout=self.settings.launch_timeout_seconds,
+        )
         self.engine.wake()
         return view
 

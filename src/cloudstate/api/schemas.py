@@ -15,7 +15,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from cloudstate.domain.auth import Scope
 from cloudstate.domain.events import EventRecord, EventType
-from cloudstate.domain.orders import LaunchOrderRequest
+from cloudstate.domain.orders import LaunchOrderRequest, OrderPolicy, OrderState
 from cloudstate.domain.states import Action, InstanceState, Operation
 from cloudstate.domain.validation import AccountName, Labels
 
@@ -83,19 +83,38 @@ class InstanceOut(BaseModel):
     last_seen_at: datetime | None
     created_at: datetime
     event_seq: int = Field(description="the instance's latest per-instance event number")
+    launch_attempts: list[LaunchAttemptOut] = Field(
+        default_factory=list, description="each launch attempt, oldest first"
+    )
+    failover: list[str] = Field(
+        default_factory=list, description="accounts still to try if a launch is refused"
+    )
+    after: list[UUID] = Field(
+        default_factory=list, description="instances that must be running before it launches"
+    )
 
     @classmethod
     def of(cls, view: InstanceView) -> InstanceOut:
+        lists = {"allowed_actions", "public_addresses", "private_addresses", "launch_attempts"}
         return cls(
             **{
                 name: getattr(view, name)
                 for name in cls.model_fields
-                if name not in {"allowed_actions", "public_addresses", "private_addresses"}
+                if name not in lists and name not in {"failover", "after"}
             },
             allowed_actions=[Action(a) for a in view.allowed_actions],
             public_addresses=list(view.public_addresses),
             private_addresses=list(view.private_addresses),
+            launch_attempts=[LaunchAttemptOut(**attempt) for attempt in view.launch_attempts],
+            failover=list(view.failover),
+            after=list(view.after),
         )
+
+
+class LaunchAttemptOut(BaseModel):
+    account: str
+    error: str | None = Field(description="why it was refused; null: launched there")
+    at: datetime
 
 
 class InstancePage(BaseModel):
@@ -105,18 +124,26 @@ class InstancePage(BaseModel):
 
 class OrderOut(BaseModel):
     id: UUID
-    state: str
-    policy: str
+    state: OrderState
+    policy: OrderPolicy
+    reason: str = Field(description="why it is rolling back, rolled back, cancelled or failed")
     created_at: datetime
+    launch_deadline: datetime | None = Field(description="instances not running by then fail")
+    finished_at: datetime | None
+    counts: dict[str, int] = Field(description="its instances by state")
     instances: list[InstanceOut]
 
     @classmethod
     def of(cls, view: OrderView) -> OrderOut:
         return cls(
             id=view.id,
-            state=view.state,
-            policy=view.policy,
+            state=OrderState(view.state),
+            policy=OrderPolicy(view.policy),
+            reason=view.reason,
             created_at=view.created_at,
+            launch_deadline=view.launch_deadline,
+            finished_at=view.finished_at,
+            counts=view.counts,
             instances=[InstanceOut.of(i) for i in view.instances],
         )
 

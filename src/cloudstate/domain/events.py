@@ -20,6 +20,7 @@ class EventType(StrEnum):
     INSTANCE_ADDRESSES_CHANGED = "instance.addresses_changed"
     INSTANCE_KEY_AVAILABLE = "instance.key_available"
     INSTANCE_LAUNCH_FAILED = "instance.launch_failed"
+    INSTANCE_FAILED_OVER = "instance.failed_over"
     INSTANCE_ACTION_REQUESTED = "instance.action_requested"
     INSTANCE_ACTION_COMPLETED = "instance.action_completed"
     INSTANCE_ACTION_FAILED = "instance.action_failed"

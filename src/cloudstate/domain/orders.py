@@ -27,6 +27,9 @@ from cloudstate.exceptions import FieldError, ValidationError
 MAX_INSTANCES_PER_ORDER = 1000
 MAX_CREDENTIAL_LENGTH = 16 * 1024
 MAX_CREDENTIALS_TTL = 366 * 24 * 3600
+MAX_FAILOVER_ACCOUNTS = 8
+MAX_DEPENDENCIES = 100
+MAX_LAUNCH_TIMEOUT = 7 * 24 * 3600
 
 
 class OrderPolicy(StrEnum):
@@ -51,6 +54,15 @@ class _Placement(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     account: AccountName | None = None
+    accounts: list[AccountName] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_FAILOVER_ACCOUNTS,
+        description=(
+            "instead of account: accounts to try in this order; a launch refused on one "
+            "(permanently, or for capacity) is retried on the next"
+        ),
+    )
     image: ResourceId | None = None
     hardware_profile: ResourceId | None = None
     memory: int | None = Field(default=None, gt=0, description="MiB")
@@ -65,6 +77,11 @@ class _Placement(BaseModel):
 class InstanceRequest(_Placement):
     uuid: uuid_module.UUID = Field(description="caller-chosen; the instance's idempotency key")
     name: Name | None = None
+    after: list[uuid_module.UUID] = Field(
+        default_factory=list,
+        max_length=MAX_DEPENDENCIES,
+        description="instances (of this order or already known) that must be running first",
+    )
 
 
 CredentialFields = dict[
@@ -93,6 +110,18 @@ class LaunchOrderRequest(_Placement):
             "seconds to keep inline credentials; default: while the account has live instances"
         ),
     )
+    launch_timeout: int | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_LAUNCH_TIMEOUT,
+        description="seconds for every instance to be running; default: the service's setting",
+    )
+    max_attempts: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_FAILOVER_ACCOUNTS,
+        description="most accounts an instance is tried on; default: every one it lists",
+    )
 
 
 @dataclass(frozen=True)
@@ -109,6 +138,12 @@ class InstanceSpec:
     realm: str | None = None
     user_data: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    failover: tuple[str, ...] = ()  # accounts to try next, in order
+    after: tuple[uuid_module.UUID, ...] = ()
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        return (self.account, *self.failover)
 
 
 @dataclass(frozen=True)
@@ -118,10 +153,12 @@ class LaunchOrder:
     instances: tuple[InstanceSpec, ...]
     credentials: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
     credentials_ttl: int | None = None
+    launch_timeout: int | None = None
 
     @property
     def accounts(self) -> frozenset[str]:
-        return frozenset(spec.account for spec in self.instances)
+        """Every account an instance may launch on, failover accounts included."""
+        return frozenset(name for spec in self.instances for name in spec.candidates)
 
 
 _REQUIRED = ("account", "image", "hardware_profile")
@@ -142,8 +179,10 @@ def resolve_order(data: Any) -> LaunchOrder:
     errors = cross_field_errors(request.model_dump(mode="json"))
     if errors:
         raise ValidationError(errors)
-    instances = tuple(_spec(_merge(request, item)) for item in request.instances)
-    errors = _credentials_errors(request, {spec.account for spec in instances})
+    attempts = request.max_attempts or MAX_FAILOVER_ACCOUNTS
+    instances = tuple(_spec(_merge(request, item), attempts) for item in request.instances)
+    used = {name for spec in instances for name in spec.candidates}
+    errors = _credentials_errors(request, used) + dependency_errors(instances)
     if errors:
         raise ValidationError(errors)
     return LaunchOrder(
@@ -152,7 +191,46 @@ def resolve_order(data: Any) -> LaunchOrder:
         instances=instances,
         credentials=request.credentials,
         credentials_ttl=request.credentials_ttl,
+        launch_timeout=request.launch_timeout,
     )
+
+
+def dependency_errors(instances: tuple[InstanceSpec, ...]) -> list[FieldError]:
+    """``after`` names no instance itself, and the order's own dependencies form no cycle.
+    (Dependencies outside the order must exist: the service checks that.)"""
+    position = {spec.uuid: number for number, spec in enumerate(instances)}
+    errors = [
+        FieldError(f"instances.{position[spec.uuid]}.after", "an instance cannot wait for itself")
+        for spec in instances
+        if spec.uuid in spec.after
+    ]
+    if errors:
+        return errors
+    cycle = _find_cycle({spec.uuid: [u for u in spec.after if u in position] for spec in instances})
+    if cycle:
+        shown = " → ".join(str(u)[:8] for u in cycle)
+        return [FieldError(f"instances.{position[cycle[0]]}.after", f"a dependency cycle: {shown}")]
+    return []
+
+
+def _find_cycle(graph: dict[uuid_module.UUID, list[uuid_module.UUID]]) -> list[uuid_module.UUID]:
+    """A cycle in ``graph`` as a path that ends where it starts, or []. Iterative depth-first
+    search, so a long chain of dependencies cannot exhaust the stack."""
+    finished: set[uuid_module.UUID] = set()
+    for root in graph:
+        path = [root]
+        branches = [iter(graph[root])]
+        while branches:
+            step = next(branches[-1], None)
+            if step is None:
+                finished.add(path.pop())
+                branches.pop()
+            elif step in path:
+                return [*path[path.index(step) :], step]
+            elif step not in finished:
+                path.append(step)
+                branches.append(iter(graph[step]))
+    return []
 
 
 def _credentials_errors(request: LaunchOrderRequest, used: set[str]) -> list[FieldError]:
@@ -190,8 +268,25 @@ def cross_field_errors(data: Any) -> list[FieldError]:
         errors += [
             FieldError(f"{where}.{name}", "required (give it on the instance or the order)")
             for name in _REQUIRED
-            if item.get(name) is None and data.get(name) is None
+            if not _given(item, name) and not _given(data, name)
         ]
+        errors += _placement_errors(item, where + ".")
+    return errors + _placement_errors(data, "")
+
+
+def _given(level: dict[str, Any], name: str) -> bool:
+    if name == "account":  # an account, or a failover list of them
+        return level.get("account") is not None or level.get("accounts") is not None
+    return level.get(name) is not None
+
+
+def _placement_errors(level: dict[str, Any], where: str) -> list[FieldError]:
+    errors = []
+    if level.get("account") is not None and level.get("accounts") is not None:
+        errors.append(FieldError(f"{where}accounts", "give account or accounts, not both"))
+    accounts = level.get("accounts")
+    if isinstance(accounts, list) and len(set(map(str, accounts))) != len(accounts):
+        errors.append(FieldError(f"{where}accounts", "an account is listed more than once"))
     return errors
 
 
@@ -207,18 +302,25 @@ def _merge(order: LaunchOrderRequest, item: InstanceRequest) -> dict[str, Any]:
     for name in _Placement.model_fields:
         own = getattr(item, name)
         merged[name] = own if own is not None else getattr(order, name)
+    # account and accounts are one choice: the instance's, else the order's
+    chosen = item if item.account is not None or item.accounts is not None else order
+    merged["accounts"] = chosen.accounts or [chosen.account]
     merged["labels"] = {**order.labels, **item.labels}
+    merged["after"] = tuple(item.after)
     merged["uuid"] = item.uuid
     merged["name"] = item.name or f"cs-{str(item.uuid)[:8]}"
     return merged
 
 
-def _spec(merged: dict[str, Any]) -> InstanceSpec:
+def _spec(merged: dict[str, Any], attempts: int) -> InstanceSpec:
     overrides = {k: merged[k] for k in ("memory", "cpu", "storage") if merged[k] is not None}
+    first, *failover = merged["accounts"][:attempts]
     return InstanceSpec(
         uuid=merged["uuid"],
         name=merged["name"],
-        account=merged["account"],
+        account=first,
+        failover=tuple(failover),
+        after=merged["after"],
         image=merged["image"],
         hardware_profile=merged["hardware_profile"],
         overrides=overrides,

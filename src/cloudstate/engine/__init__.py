@@ -15,6 +15,7 @@ from cloudstate.engine.executor import Executor
 from cloudstate.engine.launcher import Launcher
 from cloudstate.engine.loop import Runner, Task, run_burst
 from cloudstate.engine.reconciler import Reconciler
+from cloudstate.engine.supervisor import OrderSupervisor
 from cloudstate.engine.sweeper import Sweeper
 from cloudstate.exceptions import ConflictError
 from cloudstate.store import Store
@@ -52,6 +53,7 @@ class Engine:
             Reconciler(store, settings, self.pool, worker_id=self.worker_id),
             Executor(store, settings, self.pool, worker_id=self.worker_id),
             self.deliverer,
+            OrderSupervisor(store),
             Sweeper(store, settings),
         ]
         if log_events:

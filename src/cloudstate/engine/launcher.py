@@ -116,18 +116,25 @@ class Launcher:
         self._record(jobs, outcomes)
 
     def _record(self, jobs: list[LaunchJob], outcomes: list[LaunchOutcome]) -> None:
+        """Store what the provider answered per instance. A refusal (not retryable: the
+        provider said no, and created nothing) moves the instance to its next failover
+        account, or fails it; a retryable error is retried here, up to the limit."""
         attempts = {job.uuid: job.attempts + 1 for job in jobs}
         created: list[Launched] = []
         retry: dict[UUID, str] = {}
+        refused: dict[UUID, str] = {}
         failed: dict[UUID, str] = {}
         for outcome in outcomes:
             seen = observation(outcome.instance) if outcome.instance else None
             if seen is not None and outcome.instance is not None:
                 created.append(Launched(seen, outcome.instance.key_material))
+            elif outcome.error is not None and not outcome.error.retryable:
+                refused[outcome.uuid] = outcome.error.reason
             elif outcome.error is not None:
-                can_retry = outcome.error.retryable and attempts[outcome.uuid] < self._limit
+                can_retry = attempts[outcome.uuid] < self._limit
                 (retry if can_retry else failed)[outcome.uuid] = outcome.error.reason
         launches.record_launched(self.store, created)
+        launches.fail_over(self.store, refused)
         launches.record_launch_error(self.store, failed, retry_at=None)
         for uuid, reason in retry.items():
             delay = timedelta(seconds=backoff(attempts[uuid]))
@@ -138,15 +145,23 @@ class Launcher:
         return self.settings.launch_retry_limit
 
     def _whole_call_failed(self, jobs: list[LaunchJob], error: ProviderError) -> None:
-        """Nothing is known about which instances exist: retry (looking up first) or fail."""
+        """Nothing is known about which instances exist: retry (looking up first) or fail.
+
+        A refusal (not retryable) created nothing by this call, so instances no earlier
+        create was sent for fail over; the others may exist here already, and fail."""
         log.warning("launch of %d instance(s) failed: %s", len(jobs), error)
         reasons = {job.uuid: error.reason for job in jobs}
         attempts = max((job.attempts for job in jobs), default=0) + 1
         if error.retryable and attempts < self._limit:
             retry_at = utcnow() + timedelta(seconds=backoff(attempts))
             launches.record_launch_error(self.store, reasons, retry_at=retry_at)
-        else:
+        elif error.retryable:
             launches.record_launch_error(self.store, reasons, retry_at=None)
+        else:
+            fresh = {job.uuid for job in jobs if not job.may_exist()}
+            launches.fail_over(self.store, {u: r for u, r in reasons.items() if u in fresh})
+            stale = {u: r for u, r in reasons.items() if u not in fresh}
+            launches.record_launch_error(self.store, stale, retry_at=None)
 
 
 def _when(requested_at: datetime | None, grace: timedelta) -> datetime:

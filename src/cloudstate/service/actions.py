@@ -26,6 +26,7 @@ from cloudstate.domain.states import (
     Action,
     InstanceState,
     Operation,
+    allowed_actions,
     check_action,
 )
 from cloudstate.exceptions import (
@@ -39,6 +40,7 @@ from cloudstate.service.recording import (
     CALLING,
     CANCELLED,
     FAILED,
+    OPEN,
     QUEUED,
     SUCCEEDED,
     WAITING,
@@ -152,6 +154,30 @@ def _accept(uow: UnitOfWork, row: Instance, action: Action) -> ActionResult:
         operation_id=str(operation.id),
     )
     return ActionResult(row.uuid, True, operation.id)
+
+
+def request_destroy(uow: UnitOfWork, row: Instance) -> bool:
+    """Destroy ``row`` on the engine's own behalf (a rollback, a cancel, a launch timeout):
+    accepted as a caller's destroy would be, unless it is terminated or already being
+    destroyed (then False)."""
+    operation = Operation(row.operation) if row.operation else None
+    if Action.DESTROY not in allowed_actions(InstanceState(row.state), operation):
+        return False
+    _accept(uow, row, Action.DESTROY)
+    return True
+
+
+def destroyed_before_create(uow: UnitOfWork, row: Instance, account: str) -> None:
+    """A destroy waits on an instance whose create may have been sent, and the launcher's
+    lookup (after the visibility grace) found nothing: no instance exists, and none will be
+    created, so it ends here with its destroy done."""
+    uow.session.execute(
+        update(OperationRow)
+        .where(OperationRow.instance_uuid == row.uuid, OperationRow.status.in_(OPEN))
+        .values(status=SUCCEEDED, finished_at=utcnow())
+    )
+    _destroy_unlaunched(uow, row, account)
+    row.operation = None
 
 
 def _destroy_unlaunched(uow: UnitOfWork, row: Instance, account: str) -> ActionResult:

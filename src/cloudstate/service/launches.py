@@ -22,6 +22,7 @@ from sqlalchemy import select
 from cloudstate.domain.events import EventType
 from cloudstate.domain.observations import Observation, observe
 from cloudstate.domain.states import InstanceState, Operation
+from cloudstate.service.actions import destroyed_before_create
 from cloudstate.service.recording import commit_changes, record, snapshot
 from cloudstate.store import Store
 from cloudstate.store.tables import Instance, utcnow
@@ -42,6 +43,7 @@ class LaunchJob:
     labels: dict[str, str]
     attempts: int
     requested_at: datetime | None  # a create may have been sent at this time
+    failover: tuple[str, ...] = ()  # accounts to try next if this one refuses
 
     def may_exist(self) -> bool:
         return self.requested_at is not None
@@ -60,7 +62,7 @@ def claim_launches(store: Store, *, limit: int, now: datetime, lease: timedelta)
     with store.unit_of_work() as uow:
         statement = (
             select(Instance)
-            .where(Instance.state == InstanceState.NEW)
+            .where(Instance.state == InstanceState.NEW, Instance.blocked.is_(False))
             .where((Instance.next_attempt_at.is_(None)) | (Instance.next_attempt_at <= now))
             .order_by(Instance.account_id, Instance.created_at)
             .limit(limit)
@@ -90,16 +92,24 @@ def _job(row: Instance) -> LaunchJob:
         labels=row.label_map,
         attempts=row.launch_attempts,
         requested_at=row.launch_requested_at,
+        failover=tuple(row.failover),
     )
 
 
 def mark_requested(store: Store, jobs: list[LaunchJob], now: datetime) -> list[LaunchJob]:
-    """Commit "a create is about to be sent" for each job still ours; returns those."""
+    """Commit "a create is about to be sent" for each job still ours; returns those.
+
+    A job whose instance is meanwhile to be destroyed (a cancel, a rollback) is not created:
+    any earlier create was looked up and not found, so it ends here, destroyed."""
     with store.unit_of_work() as uow:
         kept = []
+        names = uow.accounts.names()
         for job in jobs:
             row = uow.instances.find(job.uuid)
             if row is None or row.state != InstanceState.NEW:
+                continue
+            if row.operation == Operation.DESTROYING:
+                destroyed_before_create(uow, row, names[row.account_id])
                 continue
             row.launch_requested_at = now
             row.launch_attempts += 1
@@ -132,6 +142,7 @@ def record_launched(store: Store, results: list[Launched]) -> None:
 def launched(uow: UnitOfWork, row: Instance, account: str, result: Launched) -> None:
     """Attach the provider instance to ``row`` and record every change it brings."""
     seen = result.observation
+    _attempted(row, account, None)
     row.provider_id = seen.provider_id
     row.launched_at = row.launched_at or utcnow()
     row.next_attempt_at = None
@@ -162,7 +173,57 @@ def record_launch_error(
         uow.commit()
 
 
+def fail_over(store: Store, refusals: dict[UUID, str]) -> None:
+    """The provider refused these launches for certain (nothing was created): each moves to
+    its next failover account, where it is launched afresh, or, with none left, fails.
+    Every attempt stays on the instance (``launch_history``), and ``instance.failed_over``
+    says where it went and why."""
+    if not refusals:
+        return
+    with store.unit_of_work() as uow:
+        accounts = {account.name: account for account in uow.accounts.list()}
+        names = {account.id: name for name, account in accounts.items()}
+        for row in uow.instances.get_many(list(refusals)):
+            if row.state != InstanceState.NEW or row.provider_id is not None:
+                continue
+            reason, here = refusals[row.uuid], names[row.account_id]
+            if not row.failover:
+                fail_launch(uow, row, here, reason)
+                continue
+            _attempted(row, here, reason)
+            following, *rest = row.failover
+            target = accounts.get(following)
+            if target is None:  # deleted since the order was accepted
+                fail_launch(uow, row, here, f"{reason}; failover account {following!r} is gone")
+                continue
+            row.account_id, row.account = target.id, target
+            row.failover = rest
+            row.launch_requested_at = None  # this account was never asked: no lookup needed
+            row.launch_attempts = 0
+            row.next_attempt_at = None
+            row.last_error = reason
+            target.next_reconcile_at = utcnow()
+            record(
+                uow,
+                row,
+                following,
+                EventType.INSTANCE_FAILED_OVER,
+                from_account=here,
+                to_account=following,
+                reason=reason,
+            )
+        uow.commit()
+
+
+def _attempted(row: Instance, account: str, error: str | None) -> None:
+    """Note one launch attempt on the instance: where, and why it failed (None: launched)."""
+    attempt = {"account": account, "error": error, "at": utcnow().isoformat()}
+    row.launch_history = [*row.launch_history, attempt]
+
+
 def fail_launch(uow: UnitOfWork, row: Instance, account: str, reason: str) -> None:
+    if row.launch_requested_at is not None or row.launch_history:
+        _attempted(row, account, reason)
     previous = row.state
     row.state = InstanceState.ERROR
     row.state_reason = reason

@@ -3,6 +3,11 @@
 ``accepted`` → ``launching`` once any instance has left ``new``; when every instance has
 settled (running, or failed to launch, or gone), the order ends ``running`` (all running),
 ``partial`` (some) or ``failed`` (none) and one ``order.completed`` event says how it went.
+
+Under ``all_or_nothing`` the first failed instance turns the order ``rolling_back`` instead
+(in the transaction that records the failure); the order supervisor then destroys every
+instance of it (``service.order_control``), and the order ends ``rolled_back`` (or
+``cancelled``, when a cancel started the rollback) once all of them are terminated.
 """
 
 from __future__ import annotations
@@ -13,13 +18,15 @@ from uuid import UUID
 from sqlalchemy import func, select
 
 from cloudstate.domain.events import EventDraft, EventType
-from cloudstate.domain.orders import OrderState
+from cloudstate.domain.orders import OrderPolicy, OrderState
 from cloudstate.domain.states import InstanceState
 from cloudstate.store.tables import Instance, Order, utcnow
 from cloudstate.store.uow import UnitOfWork
 
-_OPEN = (OrderState.ACCEPTED, OrderState.LAUNCHING)
+OPEN = (OrderState.ACCEPTED, OrderState.LAUNCHING)
 _UNSETTLED = (InstanceState.NEW, InstanceState.PENDING)
+_FAILED = (InstanceState.ERROR, InstanceState.TERMINATED)
+CANCELLED_REASON = "cancelled by request"
 
 
 def watch_order(uow: UnitOfWork, order_id: UUID | None) -> None:
@@ -29,21 +36,24 @@ def watch_order(uow: UnitOfWork, order_id: UUID | None) -> None:
 
 
 def settle_order(uow: UnitOfWork, order_id: UUID) -> None:
-    order = uow.session.get(Order, order_id)
-    if order is None or order.state not in _OPEN:
+    order = locked_order(uow, order_id)
+    if order is None or order.state not in (*OPEN, OrderState.ROLLING_BACK):
         return
-    counts = Counter(
-        dict(
-            uow.session.execute(
-                select(Instance.state, func.count())
-                .where(Instance.order_id == order_id)
-                .group_by(Instance.state)
-            ).all()
-        )
-    )
+    counts = instance_counts(uow, order_id)
+    if order.state == OrderState.ROLLING_BACK:
+        if counts[InstanceState.TERMINATED] == sum(counts.values()):
+            final = (
+                OrderState.CANCELLED if order.reason == CANCELLED_REASON else OrderState.ROLLED_BACK
+            )
+            finish(uow, order, final, counts)
+        return
+    if order.policy == OrderPolicy.ALL_OR_NOTHING and any(counts[s] for s in _FAILED):
+        failed = _first_failure(uow, order_id)
+        start_rollback(uow, order, failed, counts)
+        return
     if any(counts[state] for state in _UNSETTLED):
         if counts[InstanceState.NEW] < sum(counts.values()):
-            _move(uow, order, OrderState.LAUNCHING, counts)
+            move(uow, order, OrderState.LAUNCHING, counts)
         return
     running = counts[InstanceState.RUNNING]
     final = (
@@ -53,13 +63,53 @@ def settle_order(uow: UnitOfWork, order_id: UUID) -> None:
         if running
         else OrderState.FAILED
     )
-    _move(uow, order, final, counts)
+    finish(uow, order, final, counts)
+
+
+def locked_order(uow: UnitOfWork, order_id: UUID) -> Order | None:
+    """The order, row-locked (PostgreSQL) and freshly read, so two workers settling it at
+    once take turns and the second sees what the first decided."""
+    statement = (
+        select(Order)
+        .where(Order.id == order_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return uow.session.scalars(statement).first()
+
+
+def instance_counts(uow: UnitOfWork, order_id: UUID) -> Counter[str]:
+    return Counter(
+        dict(
+            uow.session.execute(
+                select(Instance.state, func.count())
+                .where(Instance.order_id == order_id)
+                .group_by(Instance.state)
+            ).all()
+        )
+    )
+
+
+def start_rollback(uow: UnitOfWork, order: Order, reason: str, counts: Counter[str]) -> None:
+    """The order is to be undone: ``rolling_back`` with its reason (the supervisor destroys
+    the instances; a crash in between loses nothing, as the state is what it acts on)."""
+    order.reason = reason
+    move(uow, order, OrderState.ROLLING_BACK, counts)
+
+
+def finish(uow: UnitOfWork, order: Order, final: OrderState, counts: Counter[str]) -> None:
+    move(uow, order, final, counts)
     order.finished_at = utcnow()
-    data = {"order_id": str(order.id), "state": str(final), "instances": dict(counts)}
+    data = {
+        "order_id": str(order.id),
+        "state": str(final),
+        "reason": order.reason,
+        "instances": dict(counts),
+    }
     uow.record(EventDraft(EventType.ORDER_COMPLETED, data, order_id=order.id))
 
 
-def _move(uow: UnitOfWork, order: Order, state: OrderState, counts: Counter[str]) -> None:
+def move(uow: UnitOfWork, order: Order, state: OrderState, counts: Counter[str]) -> None:
     if order.state == state:
         return
     previous, order.state = order.state, state
@@ -67,6 +117,18 @@ def _move(uow: UnitOfWork, order: Order, state: OrderState, counts: Counter[str]
         "order_id": str(order.id),
         "state": str(state),
         "previous_state": previous,
+        "reason": order.reason,
         "instances": dict(counts),
     }
     uow.record(EventDraft(EventType.ORDER_STATE_CHANGED, data, order_id=order.id))
+
+
+def _first_failure(uow: UnitOfWork, order_id: UUID) -> str:
+    row = uow.session.scalars(
+        select(Instance)
+        .where(Instance.order_id == order_id, Instance.state.in_(_FAILED))
+        .order_by(Instance.state_changed_at)
+        .limit(1)
+    ).one()
+    why = row.state_reason or row.last_error or str(row.state)
+    return f"instance {row.uuid} {'failed' if row.state == InstanceState.ERROR else 'ended'}: {why}"

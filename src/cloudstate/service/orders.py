@@ -24,6 +24,8 @@ from cloudstate.store import Store
 from cloudstate.store.repositories import AccountRepository, InstanceRepository
 from cloudstate.store.tables import Account, utcnow
 
+DEFAULT_LAUNCH_TIMEOUT = 1800.0  # seconds; the service passes its setting
+
 
 class Catalogue(Protocol):
     """Where the service learns an account's hardware profiles (the engine's driver pool)."""
@@ -45,8 +47,17 @@ class Catalogue(Protocol):
         ...
 
 
-def accept_order(store: Store, catalogue: Catalogue, request: Mapping[str, Any]) -> OrderView:
-    """Validate and store a launch order; the launcher takes it from there."""
+def accept_order(
+    store: Store,
+    catalogue: Catalogue,
+    request: Mapping[str, Any],
+    *,
+    launch_timeout: float = DEFAULT_LAUNCH_TIMEOUT,
+) -> OrderView:
+    """Validate and store a launch order; the launcher takes it from there.
+
+    ``launch_timeout`` (seconds) applies when the order sets none: instances not running by
+    then fail (and, under ``all_or_nothing``, the order rolls back)."""
     order = resolve_order(request)
     with store.read() as session:  # cheap checks first, in a read-only session
         found = _check(
@@ -60,7 +71,8 @@ def accept_order(store: Store, catalogue: Catalogue, request: Mapping[str, Any])
     with store.unit_of_work() as uow:  # again, now under the write lock
         accounts = _check(uow.accounts, uow.instances, order)
         _keep_credentials(uow.accounts, accounts, order)
-        row = uow.orders.add(order, _jsonable(request))
+        timeout = timedelta(seconds=order.launch_timeout or launch_timeout)
+        row = uow.orders.add(order, _jsonable(request), utcnow() + timeout)
         rows = []
         for spec, granted in zip(order.instances, hardware, strict=True):
             instance = uow.instances.add(spec, accounts[spec.account], order.id)
@@ -81,13 +93,23 @@ def _check(
     """The order's accounts exist and its UUIDs are new; returns the accounts by name."""
     found = {name: accounts.find(name) for name in order.accounts}
     errors = [
-        FieldError(f"instances.{index}.account", f"no account named {spec.account!r}")
+        FieldError(f"instances.{index}.account", f"no account named {name!r}")
         for index, spec in enumerate(order.instances)
-        if found[spec.account] is None
+        for name in spec.candidates
+        if found[name] is None
+    ]
+    ours = {spec.uuid for spec in order.instances}
+    outside = {u for spec in order.instances for u in spec.after if u not in ours}
+    known = instances.existing(list(outside)) if outside else set()
+    errors += [
+        FieldError(f"instances.{index}.after", f"no instance {u} in this order or known")
+        for index, spec in enumerate(order.instances)
+        for u in spec.after
+        if u in outside and u not in known
     ]
     if errors:
         raise ValidationError(errors)
-    taken = instances.existing([spec.uuid for spec in order.instances])
+    taken = instances.existing(list(ours))
     if taken:
         raise AlreadyExistsError("instance", ", ".join(sorted(str(u) for u in taken)))
     return {name: account for name, account in found.items() if account is not None}

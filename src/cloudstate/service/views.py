@@ -42,6 +42,9 @@ class InstanceView:
     created_at: datetime
     event_seq: int
     allowed_actions: tuple[str, ...] = field(default=())
+    launch_attempts: tuple[dict[str, Any], ...] = field(default=())
+    failover: tuple[str, ...] = field(default=())
+    after: tuple[UUID, ...] = field(default=())
 
     def as_event_data(self) -> dict[str, Any]:
         """The instance as events carry it (JSON-ready; no user data, no key material)."""
@@ -94,6 +97,9 @@ def instance_view(row: Instance, account_name: str) -> InstanceView:
         created_at=row.created_at,
         event_seq=row.event_seq,
         allowed_actions=tuple(str(a) for a in allowed_actions(state, operation)),
+        launch_attempts=tuple(dict(attempt) for attempt in row.launch_history),
+        failover=tuple(row.failover),
+        after=tuple(UUID(u) for u in row.after),
     )
 
 
@@ -104,10 +110,30 @@ class OrderView:
     policy: str
     created_at: datetime
     instances: tuple[InstanceView, ...]
+    reason: str = ""
+    launch_deadline: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Its instances by state."""
+        found: dict[str, int] = {}
+        for instance in self.instances:
+            found[str(instance.state)] = found.get(str(instance.state), 0) + 1
+        return found
 
 
 def order_view(row: Order, instances: tuple[InstanceView, ...]) -> OrderView:
-    return OrderView(row.id, row.state, row.policy, row.created_at, instances)
+    return OrderView(
+        id=row.id,
+        state=row.state,
+        policy=row.policy,
+        created_at=row.created_at,
+        instances=instances,
+        reason=row.reason,
+        launch_deadline=row.launch_deadline,
+        finished_at=row.finished_at,
+    )
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,9 @@ class InstanceRepository(_Repository):
             realm=spec.realm,
             user_data=spec.user_data,
             state=InstanceState.NEW,
+            failover=list(spec.failover),
+            after=[str(u) for u in spec.after],
+            blocked=bool(spec.after),
             labels=[InstanceLabel(key=k, value=v) for k, v in spec.labels.items()],
         )
         self.session.add(instance)
@@ -226,11 +229,17 @@ class InstanceRepository(_Repository):
 
 
 class OrderRepository(_Repository):
-    def add(self, order: LaunchOrder, request: Mapping[str, Any]) -> Order:
+    def add(
+        self, order: LaunchOrder, request: Mapping[str, Any], launch_deadline: datetime | None
+    ) -> Order:
         if self.session.get(Order, order.id) is not None:
             raise AlreadyExistsError("order", order.id)
         row = Order(
-            id=order.id, state=OrderState.ACCEPTED, policy=order.policy, request=dict(request)
+            id=order.id,
+            state=OrderState.ACCEPTED,
+            policy=order.policy,
+            request=dict(request),
+            launch_deadline=launch_deadline,
         )
         self.session.add(row)
         return row

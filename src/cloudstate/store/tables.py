@@ -150,6 +150,12 @@ class Order(Base):
     state: Mapped[str] = mapped_column(String(32))
     policy: Mapped[str] = mapped_column(String(32))
     request: Mapped[dict[str, Any]] = mapped_column(default=dict, comment="the order as given")
+    reason: Mapped[str] = mapped_column(
+        Text, default="", comment="why it is rolling back, rolled back, cancelled or failed"
+    )
+    launch_deadline: Mapped[datetime | None] = mapped_column(
+        comment="instances not running by then fail (launch timeout)"
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None]
@@ -195,6 +201,18 @@ class Instance(Base):
         comment="when a create call was last sent; before any retry we look the UUID up"
     )
     next_attempt_at: Mapped[datetime | None]
+    failover: Mapped[list[Any]] = mapped_column(
+        default=list, comment="accounts still to try, in order, if a launch is refused here"
+    )
+    launch_history: Mapped[list[Any]] = mapped_column(
+        default=list, comment="each launch attempt: account, error (null: launched), when"
+    )
+    after: Mapped[list[Any]] = mapped_column(
+        default=list, comment="instance UUIDs that must be running before this one launches"
+    )
+    blocked: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=sa_false(), comment="waiting for ``after``"
+    )
     # outbox
     event_seq: Mapped[int] = mapped_column(Integer, default=0, comment="last per-instance seq")
     version: Mapped[int] = mapped_column(Integer, default=1)

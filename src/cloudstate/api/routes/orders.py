@@ -18,7 +18,8 @@ router = APIRouter(prefix="/v1/orders", tags=["orders"])
 def create_order(body: OrderCreate, ctx: Context, _: Writer) -> OrderOut:
     """Accept a launch order; instances start ``new`` and are launched by the workers."""
     request = body.model_dump(mode="json", exclude_unset=True)
-    view = orders.accept_order(ctx.store, ctx.pool, request)
+    timeout = ctx.settings.launch_timeout_seconds
+    view = orders.accept_order(ctx.store, ctx.pool, request, launch_timeout=timeout)
     ctx.wake()
     return OrderOut.of(view)
 
