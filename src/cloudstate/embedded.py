@@ -251,10 +251,15 @@ def prepare_schema(store: Store) -> None:
 
 
 def _needs_default(request: Mapping[str, Any]) -> bool:
+    """No account (nor failover accounts) given for some instance: use the default one."""
+    if "accounts" in request:
+        return False
     items = request.get("instances")
     if not isinstance(items, list):
         return True
-    return any(not isinstance(i, Mapping) or "account" not in i for i in items)
+    return any(
+        not isinstance(i, Mapping) or ("account" not in i and "accounts" not in i) for i in items
+    )
 
 
 def _uuid(value: UUID | str) -> UUID:

@@ -77,8 +77,11 @@ class Executor:
     def _not_launched(self, job: OperationJob) -> None:
         """The provider id is not known yet: wait for the launch to settle, or end here."""
         with self.store.read() as session:
-            state = InstanceState(session.get_one(Instance, job.instance_uuid).state)
-        if state is InstanceState.NEW:
+            row = session.get_one(Instance, job.instance_uuid)
+            state, launched = InstanceState(row.state), row.provider_id is not None
+        if launched:  # recorded since the claim: claim it again, now with its provider id
+            actions.postpone(self.store, job, utcnow())
+        elif state is InstanceState.NEW:
             actions.postpone(self.store, job, utcnow() + timedelta(seconds=1))
         elif job.action is Action.DESTROY:  # the launch failed: nothing exists to destroy
             actions.destroyed_without_provider(self.store, job)

@@ -2,7 +2,9 @@
 
 ``CLOUDSTATE_FAILPOINTS=launch.after_create`` makes the process kill itself with SIGKILL the
 first time it reaches that point: no cleanup, no ``finally``, exactly like a power cut. The
-crash tests use it to prove that no point of a launch or a delivery loses or doubles anything.
+crash tests use it to prove that no point of a launch, a delivery or a rollback loses or doubles
+anything. Points: ``launch.before_create``, ``launch.after_create``, ``deliver.after_send``,
+``rollback.before_destroy``, ``rollback.after_destroy``.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ order is destroyed. All of it is read from the store each tick (see
 
 from __future__ import annotations
 
+from cloudstate.engine import failpoints
 from cloudstate.engine.loop import TickResult
 from cloudstate.service import order_control
 from cloudstate.store import Store
@@ -26,6 +27,10 @@ class OrderSupervisor:
     def tick(self) -> TickResult:
         released = order_control.release_dependencies(self.store)
         timed_out = order_control.time_out_orders(self.store, utcnow())
+        if order_control.rolling_back(self.store):
+            failpoints.hit("rollback.before_destroy")
         destroys = order_control.push_rollbacks(self.store)
+        if destroys:
+            failpoints.hit("rollback.after_destroy")
         worked = bool(released or timed_out or destroys)
         return TickResult(worked=worked, busy=order_control.open_work(self.store))

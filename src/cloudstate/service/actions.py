@@ -374,6 +374,10 @@ def destroyed_without_provider(store: Store, job: OperationJob) -> None:
     with store.unit_of_work() as uow:
         operation = uow.session.get_one(OperationRow, job.id)
         row = uow.instances.get(job.instance_uuid)
+        if row.provider_id is not None:  # launched after all, just now: destroy it for real
+            operation.status, operation.next_attempt_at = QUEUED, utcnow()
+            uow.commit()
+            return
         account = uow.session.get_one(Account, row.account_id).name
         operation.status = SUCCEEDED
         operation.finished_at = utcnow()

@@ -115,15 +115,10 @@ def release_dependencies(store: Store) -> int:
             )
         )
         needed = {UUID(u) for row in blocked for u in row.after}
-        states: dict[UUID, str] = (
-            dict(
-                uow.session.execute(
-                    select(Instance.uuid, Instance.state).where(Instance.uuid.in_(needed))
-                ).tuples()
-            )
-            if needed
-            else {}
+        found = uow.session.execute(
+            select(Instance.uuid, Instance.state).where(Instance.uuid.in_(needed))
         )
+        states: dict[UUID, str] = {key: state for key, state in found}
         names = uow.accounts.names()
         changed = 0
         for row in blocked:
@@ -143,12 +138,18 @@ def release_dependencies(store: Store) -> int:
     return changed
 
 
+def rolling_back(store: Store) -> bool:
+    with store.read() as session:
+        found = select(Order.id).where(Order.state == OrderState.ROLLING_BACK).limit(1)
+        return session.scalar(found) is not None
+
+
 def open_work(store: Store) -> bool:
     """Anything the supervisor still has to see through: a rollback, or a blocked instance."""
+    if rolling_back(store):
+        return True
     with store.read() as session:
-        rolling = select(Order.id).where(Order.state == OrderState.ROLLING_BACK).limit(1)
-        waiting = select(Instance.uuid).where(Instance.blocked).limit(1)
-        return session.scalar(rolling) is not None or session.scalar(waiting) is not None
+        return session.scalar(select(Instance.uuid).where(Instance.blocked).limit(1)) is not None
 
 
 def _destroy_all(uow: UnitOfWork, order: Order) -> int:

@@ -6,19 +6,24 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
+from typing import TypeVar
 from uuid import UUID
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, or_, select
 
 from cloudstate.domain.events import EventRecord
+from cloudstate.domain.orders import OrderState
 from cloudstate.domain.states import InstanceState
 from cloudstate.domain.subscriptions import SubscriptionFilter
 from cloudstate.domain.validation import parse
 from cloudstate.exceptions import ValidationError, WaitTimeoutError
 from cloudstate.service.views import InstanceView, OrderView, instance_view, order_view
 from cloudstate.store import Store
-from cloudstate.store.repositories import InstanceQuery, event_record
-from cloudstate.store.tables import Instance, Realm
+from cloudstate.store.repositories import MAX_PAGE, InstanceQuery, event_record
+from cloudstate.store.tables import Instance, Order, Realm
+
+S = TypeVar("S", bound=StrEnum)
 
 
 def get_instance(store: Store, instance_uuid: UUID) -> InstanceView:
@@ -38,7 +43,7 @@ def list_instances(
     limit: int = 100,
 ) -> list[InstanceView]:
     query = InstanceQuery(
-        states=[_state(value) for value in states],
+        states=[_member(InstanceState, value) for value in states],
         account=account,
         order_id=order_id,
         labels=dict(labels or {}),
@@ -57,6 +62,45 @@ def get_order(store: Store, order_id: UUID) -> OrderView:
             select(Instance).where(Instance.order_id == order_id).order_by(Instance.created_at)
         )
         return order_view(row, tuple(instance_view(i, names[i.account_id]) for i in rows))
+
+
+def list_orders(
+    store: Store, *, states: Sequence[str] = (), after: UUID | None = None, limit: int = 100
+) -> list[OrderView]:
+    """One page of orders, newest first; pass the last order's id as ``after`` for the next.
+
+    Pages are keyed on (created_at, id), so an order accepted while a caller pages does not
+    shift the later pages. Every listed order's instances come in one more query.
+    """
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValidationError(f"must be between 1 and {MAX_PAGE}", field="limit")
+    wanted = [_member(OrderState, value) for value in states]
+    with store.unit_of_work() as uow:
+        statement = select(Order).order_by(Order.created_at.desc(), Order.id.desc()).limit(limit)
+        if wanted:
+            statement = statement.where(Order.state.in_(wanted))
+        if after is not None:
+            statement = statement.where(_older_than(uow.session.get(Order, after), after))
+        rows = list(uow.session.scalars(statement))
+        names = uow.accounts.names()
+        members: dict[UUID, list[InstanceView]] = {row.id: [] for row in rows}
+        for instance in uow.session.scalars(
+            select(Instance)
+            .where(Instance.order_id.in_(list(members)))
+            .order_by(Instance.created_at)
+        ):
+            assert instance.order_id is not None  # selected by it
+            members[instance.order_id].append(instance_view(instance, names[instance.account_id]))
+        return [order_view(row, tuple(members[row.id])) for row in rows]
+
+
+def _older_than(cursor: Order | None, after: UUID) -> ColumnElement[bool]:
+    """Orders listed after ``cursor`` (newest first): created before it, or at the same moment
+    with a smaller id."""
+    if cursor is None:
+        raise ValidationError(f"no order {after}: not a cursor this API issued", field="cursor")
+    same_moment = and_(Order.created_at == cursor.created_at, Order.id < cursor.id)
+    return or_(Order.created_at < cursor.created_at, same_moment)
 
 
 def events_after(
@@ -82,11 +126,12 @@ def instance_key(store: Store, instance_uuid: UUID) -> str | None:
         return uow.instances.key_material(uow.instances.get(instance_uuid))
 
 
-def _state(value: str) -> InstanceState:
+def _member(states: type[S], value: str) -> S:
+    """``value`` as one of ``states``, or a ValidationError on ``state`` listing them."""
     try:
-        return InstanceState(value)
+        return states(value)
     except ValueError:
-        known = ", ".join(state.value for state in InstanceState)
+        known = ", ".join(state.value for state in states)
         raise ValidationError(f"unknown state {value!r}; one of {known}", field="state") from None
 
 

@@ -230,7 +230,10 @@ class InstanceRepository(_Repository):
 
 class OrderRepository(_Repository):
     def add(
-        self, order: LaunchOrder, request: Mapping[str, Any], launch_deadline: datetime | None
+        self,
+        order: LaunchOrder,
+        request: Mapping[str, Any],
+        launch_deadline: datetime | None = None,
     ) -> Order:
         if self.session.get(Order, order.id) is not None:
             raise AlreadyExistsError("order", order.id)
