@@ -25,7 +25,7 @@ from cloudstate.domain.events import EventRecord
 from cloudstate.domain.states import EFFECTS, Action, InstanceState
 from cloudstate.engine import Engine
 from cloudstate.exceptions import ConflictError, StoreError, ValidationError, WaitTimeoutError
-from cloudstate.service import accounts, actions, orders, queries
+from cloudstate.service import accounts, actions, order_control, orders, queries
 from cloudstate.service.actions import ActionResult
 from cloudstate.service.views import AccountView, InstanceView, OrderView, SubscriptionView
 from cloudstate.store import Store
@@ -134,6 +134,23 @@ class CloudState:
             request,
             launch_timeout=self.settings.launch_timeout_seconds,
         )
+        self.engine.wake()
+        return view
+
+    def order(self, order_id: UUID | str) -> OrderView:
+        return queries.get_order(self.store, _uuid(order_id))
+
+    def orders(
+        self, *, state: str | Sequence[str] = (), limit: int = 100, after: UUID | str | None = None
+    ) -> builtins.list[OrderView]:
+        """Orders newest first; pass the last one's id as ``after`` for the next page."""
+        states = [state] if isinstance(state, str) else list(state)
+        cursor = _uuid(after) if after is not None else None
+        return queries.list_orders(self.store, states=states, after=cursor, limit=limit)
+
+    def cancel(self, order_id: UUID | str) -> OrderView:
+        """Cancel a launching order: what was launched is destroyed, the rest never launches."""
+        view = order_control.cancel_order(self.store, _uuid(order_id))
         self.engine.wake()
         return view
 

@@ -33,7 +33,9 @@ RANK = {None: 0, "read": 1, "write": 2, "admin": 3}
 
 SCOPE: dict[tuple[str, str], str | None] = {
     ("POST", "/v1/orders"): "write",
+    ("GET", "/v1/orders"): "read",
     ("GET", "/v1/orders/{order_id}"): "read",
+    ("POST", "/v1/orders/{order_id}/cancel"): "write",
     ("GET", "/v1/instances"): "read",
     ("POST", "/v1/instances/actions"): "write",
     ("GET", "/v1/instances/{instance_uuid}"): "read",

@@ -8,6 +8,7 @@ scripts rely on (0 ok, 1 error, 2 timeout, 3 launch failed, 4 refused, 5 unreach
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import signal
 import subprocess
@@ -78,19 +79,55 @@ def launched(server: Served, tag: str, count: int) -> list[str]:
     return [str(u) for u in uuids]
 
 
+def simulated_account(server: Served, home: Path, **knobs: Any) -> str:
+    """Set-up: a simulator account on a cloud of its own (a file in ``home``) with ``knobs``,
+    so slowing it down or filling it up touches no other account."""
+    name = f"sim-{uuid.uuid4().hex[:8]}"
+    config = {"path": str(home / f"{name}.db"), "fast": True, **knobs}
+    with Client(server.url, server.token) as api:
+        api.add_account(name, "simulator", config=config)
+    return name
+
+
 def test_launch_waits_with_a_progress_bar_then_prints_the_instances(
     server: Served, tag: str
 ) -> None:
-    """``launch -n 3`` waits, showing progress on stderr, until all three run: exit 0 and a
-    table of three running instances on stdout."""
+    """``launch -n 3`` waits, showing the order's progress on stderr, until the order has
+    ended ``running``: exit 0, a table of three running instances and the order's final state
+    on stdout."""
     launch = shlex.split("launch -n 3 --image img-web --profile small --name-prefix web")
     done = run(server, *launch, "--label", tag)
     assert done.returncode == 0, done.stderr
     assert "launching" in done.stderr
     assert "3/3" in done.stderr
+    assert "order running: 3 running" in done.stderr
     rows = [line for line in done.stdout.splitlines() if " web-" in line]
     assert len(rows) == 3
     assert all("running" in row and "simulator" in row for row in rows)
+    assert re.search(r"order [0-9a-f-]{36}: running; 3 running", done.stdout)
+
+
+def test_an_all_or_nothing_launch_with_a_failure_ends_rolled_back_and_exits_3(
+    server: Served, tag: str, tmp_path: Path
+) -> None:
+    """``launch`` of an ``all_or_nothing`` order where one instance asks for an image the cloud
+    does not have waits past the failure, through the rollback, until the order has ended:
+    every instance terminated, the final state ``rolled_back`` and its reason printed, exit 3."""
+    key, value = tag.split("=")
+    order = tmp_path / "order.yaml"
+    order.write_text(
+        "image: img-web\nhardware_profile: small\npolicy: all_or_nothing\n"
+        f"labels: {{{key}: '{value}'}}\ninstances:\n"
+        f"  - uuid: {uuid.uuid4()}\n  - uuid: {uuid.uuid4()}\n"
+        f"  - uuid: {uuid.uuid4()}\n    image: img-none\n"
+    )
+    done = run(server, "launch", "-f", str(order))
+    assert done.returncode == 3, done.stderr
+    final = re.search(r"order [0-9a-f-]{36}: rolled_back \((.+)\); 3 terminated", done.stdout)
+    assert final, done.stdout
+    assert "failed" in final.group(1)
+    assert "order rolled_back" in done.stderr
+    assert "3 of 3 not running" in done.stderr
 
 
 def test_ls_json_is_the_api_page(server: Served, tag: str) -> None:
@@ -323,3 +360,103 @@ def test_the_root_help_lists_the_exit_codes() -> None:
     text = " ".join(done.output.split())
     for phrase in ("0 ok", "1 error", "2 timed out", "3 a launch", "4 an action", "5 cannot"):
         assert phrase in text
+
+
+def finished_order(server: Served, tag: str, **fields: Any) -> str:
+    """Set-up: an order of two on the simulator (or as ``fields`` say), once it has finished."""
+    key, value = tag.split("=")
+    order = {"account": "simulator", "image": "img-web", "hardware_profile": "small", **fields}
+    with Client(server.url, server.token) as api:
+        accepted = api.launch(
+            order, labels={key: value}, instances=[{"uuid": str(uuid.uuid4())} for _ in range(2)]
+        )
+        wait_until(
+            lambda: api.get_order(accepted.id).finished_at is not None,
+            timeout=20,
+            interval=0.1,
+            what="the order finished",
+        )
+    return str(accepted.id)
+
+
+def test_orders_ls_and_show(server: Served, tag: str) -> None:
+    """``orders ls --state running --json`` is the API's page of running orders (the new one
+    first), ``--all`` walks every page; ``orders show --json`` is the order; ``orders show``
+    prints its state, policy and counts, then its instances."""
+    order_id = finished_order(server, tag)
+    listed, walked, shown, table = run_together(
+        server,
+        ["orders", "ls", "--state", "running", "--limit", "5", "--json"],
+        ["orders", "ls", "--all", "--limit", "2", "--json"],
+        ["orders", "show", order_id, "--json"],
+        ["orders", "show", order_id],
+    )
+    assert listed.returncode == 0, listed.stderr
+    page = json.loads(listed.stdout)
+    assert page["items"][0]["id"] == order_id
+    assert {item["state"] for item in page["items"]} == {"running"}
+    every = json.loads(walked.stdout)
+    assert every["next_cursor"] is None
+    assert order_id in {item["id"] for item in every["items"]}
+    assert json.loads(shown.stdout)["counts"] == {"running": 2}
+    assert table.returncode == 0, table.stderr
+    text = table.stdout
+    assert re.search(r"state\s+running", text)
+    assert re.search(r"policy\s+partial", text)
+    assert re.search(r"instances\s+2 running", text)
+    assert "launch attempts" not in text  # each instance was tried once
+    for instance in json.loads(shown.stdout)["instances"]:
+        assert instance["uuid"] in text
+    plain = run(server, "orders", "ls", "--state", "running", "--limit", "1")
+    assert plain.returncode == 0, plain.stderr
+    assert order_id in plain.stdout
+    assert "more: --cursor" in plain.stderr
+
+
+def test_orders_show_lists_each_launch_attempt_after_a_failover(
+    server: Served, tag: str, tmp_path: Path
+) -> None:
+    """An order whose first account has no capacity fails over to the next: ``orders show``
+    lists both attempts of each instance (refused on the first account, launched on the
+    second)."""
+    full = simulated_account(server, tmp_path, capacity=0)
+    order_id = finished_order(server, tag, account=None, accounts=[full, "simulator"])
+    shown = run(server, "orders", "show", order_id)
+    assert shown.returncode == 0, shown.stderr
+    section = shown.stdout.split("launch attempts", 1)[1]
+    rows = [line.split() for line in section.splitlines() if re.match(r"[0-9a-f-]{36} ", line)]
+    assert [(row[2], row[3]) for row in rows] == [("1", full), ("2", "simulator")] * 2
+    assert [row[6] == "launched" for row in rows] == [False, True] * 2
+    assert "instance limit of 0" in section
+
+
+def test_orders_cancel_with_wait_ends_cancelled_and_exits_0(
+    server: Served, tag: str, tmp_path: Path
+) -> None:
+    """``orders cancel ID --wait`` on an order still launching (a slow cloud) waits until every
+    instance is destroyed and the order is ``cancelled``: exit 0. Cancelling it again is a
+    conflict naming its state: exit 1."""
+    slow = simulated_account(server, tmp_path, boot_seconds=60.0)
+    key, value = tag.split("=")
+    with Client(server.url, server.token) as api:
+        order = api.launch(
+            account=slow,
+            image="img-web",
+            hardware_profile="small",
+            labels={key: value},
+            instances=[{"uuid": str(uuid.uuid4())} for _ in range(2)],
+        )
+        wait_until(
+            lambda: api.get_order(order.id).state == "launching",
+            timeout=15,
+            interval=0.1,
+            what="the order launching",
+        )
+    done = run(server, "orders", "cancel", str(order.id), "--wait", "--timeout", "30")
+    assert done.returncode == 0, done.stderr
+    assert "cancelling" in done.stderr
+    assert re.search(r"order [0-9a-f-]{36}: cancelled \(cancelled by request\)", done.stdout)
+    assert done.stdout.count("terminated") >= 2
+    again = run(server, "orders", "cancel", str(order.id), "--json")
+    assert again.returncode == 1
+    assert "is cancelled" in again.stderr

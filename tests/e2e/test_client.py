@@ -22,6 +22,7 @@ from cloudstate.client import (
     CursorExpiredError,
     Event,
     Instance,
+    Order,
     UnreachableError,
 )
 from cloudstate.config import load_settings
@@ -100,6 +101,85 @@ def test_launch_three_then_walk_the_cursor_pages(client: Client, tag: dict[str, 
     assert walked == {i.uuid for i in order.instances}
     assert {i.name for i in all_running(client, list(walked))} == {"web-0", "web-1", "web-2"}
     assert len(client.list(labels=tag, state=["running"], account="simulator").items) == 3
+
+
+def slow_account(client: Client, home: Path) -> str:
+    """A simulator account on a cloud of its own where instances take a minute to boot, so an
+    order on it stays launching (its knobs touch no other account)."""
+    name = f"slow-{uuid.uuid4().hex[:8]}"
+    config = {"path": str(home / f"{name}.db"), "fast": True, "boot_seconds": 60.0}
+    client.add_account(name, "simulator", config=config)
+    return name
+
+
+def finished(client: Client, order_id: uuid.UUID) -> Order:
+    """The order once it is in a final state."""
+
+    def done() -> Order | None:
+        order = client.get_order(order_id)
+        return order if order.finished_at is not None else None
+
+    return wait_until(done, timeout=20, interval=0.1, what=f"order {order_id} finished")
+
+
+def test_orders_are_paged_newest_first_and_filtered_by_state(
+    client: Client, tag: dict[str, str]
+) -> None:
+    """``orders`` gives a page, newest first, with a cursor to the next; ``iter_orders`` walks
+    every page; ``state`` keeps only orders in those states."""
+    ids = [
+        client.launch(
+            account="simulator",
+            image="img-web" if n < 2 else "img-missing",
+            hardware_profile="small",
+            labels=tag,
+            instances=[{"uuid": uuid.uuid4()}],
+        ).id
+        for n in range(3)
+    ]
+    assert [finished(client, i).state for i in ids] == ["running", "running", "failed"]
+    first = client.orders(limit=2)
+    assert [order.id for order in first.items] == ids[::-1][:2]
+    assert first.next_cursor is not None
+    assert client.orders(limit=2, cursor=first.next_cursor).items[0].id == ids[0]
+    walked = [order.id for order in client.iter_orders(page_size=2)]
+    assert walked[:3] == ids[::-1]
+    running = list(client.iter_orders(state="running"))
+    assert {ids[0], ids[1]} <= {order.id for order in running}
+    assert {order.state for order in running} == {"running"}
+    both = {order.id for order in client.orders(state=["running", "failed"], limit=1000).items}
+    assert set(ids) <= both
+
+
+def test_cancel_order_stops_a_launch_and_refuses_a_finished_one(
+    client: Client, tag: dict[str, str], tmp_path: Path
+) -> None:
+    """``cancel_order`` on an order whose instances are pending answers it ``rolling_back``; it
+    ends ``cancelled`` with every instance terminated. A finished order raises ConflictError,
+    an unknown one NotFoundError."""
+    account = slow_account(client, tmp_path)
+    order = client.launch(
+        account=account,
+        image="img-web",
+        hardware_profile="small",
+        labels=tag,
+        instances=[{"uuid": uuid.uuid4()} for _ in range(2)],
+    )
+    wait_until(
+        lambda: client.get_order(order.id).counts == {"pending": 2},
+        timeout=15,
+        interval=0.1,
+        what="both instances pending",
+    )
+    cancelled = client.cancel_order(order.id)
+    assert cancelled.state == "rolling_back"
+    done = finished(client, order.id)
+    assert (done.state, done.counts) == ("cancelled", {"terminated": 2})
+    with pytest.raises(ConflictError, match="is cancelled"):
+        client.cancel_order(order.id)
+    with pytest.raises(NotFoundError) as unknown:
+        client.cancel_order(uuid.uuid4())
+    assert unknown.value.kind == "order"
 
 
 def test_an_action_with_wait_returns_the_instance_in_its_target_state(
@@ -320,6 +400,36 @@ def test_the_async_client_does_the_same(server: Served, tag: dict[str, str]) -> 
             assert streamed == recorded
             with pytest.raises(NotFoundError):
                 await api.get(uuid.uuid4())
+
+    asyncio.run(scenario())
+
+
+def test_the_async_client_lists_and_cancels_orders(
+    client: Client, server: Served, tag: dict[str, str], tmp_path: Path
+) -> None:
+    """``AsyncClient``: ``orders`` (newest first), ``iter_orders`` with a state filter, and
+    ``cancel_order``, with a finished order's cancel a ConflictError."""
+    account = slow_account(client, tmp_path)
+
+    async def scenario() -> None:
+        async with AsyncClient(server.url, server.token) as api:
+            order = await api.launch(
+                account=account,
+                image="img-web",
+                hardware_profile="small",
+                labels=tag,
+                instances=[{"uuid": uuid.uuid4()}],
+            )
+            assert (await api.orders(limit=1)).items[0].id == order.id
+            while (await api.get_order(order.id)).state != "launching":
+                await asyncio.sleep(0.1)
+            assert (await api.cancel_order(order.id)).state == "rolling_back"
+            while (await api.get_order(order.id)).state != "cancelled":
+                await asyncio.sleep(0.1)
+            listed = [o.id async for o in api.iter_orders(state="cancelled", page_size=1)]
+            assert order.id in listed
+            with pytest.raises(ConflictError):
+                await api.cancel_order(order.id)
 
     asyncio.run(scenario())
 

@@ -263,7 +263,7 @@ def test_cancel_mid_launch_leaves_nothing_running(cs: CloudState, cloud: Simulat
     cs.start()
     try:
         wait_until(lambda: bool(cloud.creates_per_uuid(ACCOUNT)), timeout=20, what="a first create")
-        assert cancel_order(cs.store, view.id).state == "rolling_back"
+        assert cs.cancel(view.id).state == "rolling_back"
         wait_until(lambda: order(cs, view).state == "cancelled", timeout=30, what="cancelled")
     finally:
         cs.close()
@@ -297,6 +297,8 @@ def test_every_order_ends_terminal_and_a_subscriber_hears_each_step(cs: CloudSta
     assert cs.burst(timeout=60)
 
     assert [order(cs, v).state for v in views] == ["running", "partial", "rolled_back"]
+    assert [o.id for o in cs.orders()] == [v.id for v in reversed(views)]  # newest first
+    assert [o.id for o in cs.orders(state="partial")] == [views[1].id]
     committed = events(cs, EventType.ORDER_STATE_CHANGED, EventType.ORDER_COMPLETED)
     assert sorted(e.seq for e in heard) == [e.seq for e in committed]
     for view in views:  # in order per order (orders are independent of each other)

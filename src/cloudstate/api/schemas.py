@@ -148,6 +148,11 @@ class OrderOut(BaseModel):
         )
 
 
+class OrderPage(BaseModel):
+    items: list[OrderOut] = Field(description="newest first")
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null at end")
+
+
 class ActionRequest(_Request):
     action: Action
     wait: bool = Field(default=False, description="block until the target state (or timeout)")

@@ -28,7 +28,7 @@ keys_app = typer.Typer(help="Keys that encrypt secrets at rest.", no_args_is_hel
 app.add_typer(db_app, name="db")
 app.add_typer(sim_app, name="simulator")
 app.add_typer(keys_app, name="keys")
-register(app)  # the API commands: token, account, launch, ls, show, actions, watch, events
+register(app)  # the API commands: token, account, orders, launch, ls, show, actions, watch, events
 
 console = Console()
 errors = Console(stderr=True)

@@ -1,7 +1,8 @@
 """The commands that talk to the API: launch, ls, show, start/stop/reboot/destroy, watch, events.
 
 Every one goes through ``cloudstate.client.Client``; none touches the database. ``register``
-puts them (and ``token``/``account``) on the root app with the global ``--url``/``--token``.
+puts them (and ``token``/``account``/``subscription``/``orders``) on the root app with the
+global ``--url``/``--token``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from cloudstate.cli.connect import (
     root,
 )
 from cloudstate.cli.following import events, watch
+from cloudstate.cli.orders import orders_app
 from cloudstate.cli.output import (
     action_results_table,
     err,
@@ -37,6 +39,7 @@ from cloudstate.cli.output import (
     instance_details,
     instance_rows,
     instances_table,
+    order_line,
     out,
     print_json,
 )
@@ -59,6 +62,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(token_app, name="token")
     app.add_typer(account_app, name="account")
     app.add_typer(subscription_app, name="subscription")
+    app.add_typer(orders_app, name="orders")
     app.command()(launch)
     app.command("ls")(ls)
     app.command()(show)
@@ -107,12 +111,13 @@ def launch(
     realm: Annotated[str | None, typer.Option(help="Realm (availability zone).")] = None,
     policy: Annotated[str | None, typer.Option(help="partial (default) or all_or_nothing.")] = None,
     wait: Annotated[
-        bool, typer.Option(help="Wait with a progress bar until every instance settled.")
+        bool, typer.Option(help="Wait with a progress bar until the order has finished.")
     ] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait (exit 2 after).")] = 300.0,
     as_json: Json = False,
 ) -> None:
-    """Launch instances; by default wait until each is running (exit 0) or failed (exit 3)."""
+    """Launch instances; by default wait until the order has finished: exit 0 when it ended
+    running, 3 when it ended partial, failed, rolled_back or cancelled."""
     flags = launching.Flags(
         account=account,
         image=image,
@@ -150,6 +155,7 @@ def _show_order(order: Order, as_json: bool) -> None:
         print_json(order)
         return
     out.print(instances_table(instance_rows(order.instances)))
+    out.print(order_line(order), soft_wrap=True)
 
 
 # --- ls and show ----------------------------------------------------------------------------

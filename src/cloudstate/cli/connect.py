@@ -23,7 +23,7 @@ class ExitCode(IntEnum):
     OK = 0
     ERROR = 1  # a CloudStateError: bad input, not found, conflict, server error
     TIMEOUT = 2  # stopped waiting; the work goes on (click's usage errors are 2 as well)
-    LAUNCH_FAILED = 3  # the launch settled with some instance not running
+    LAUNCH_FAILED = 3  # an order ended otherwise than asked (not running; not cancelled)
     REFUSED = 4  # the state machine refused an action for some instance
     UNREACHABLE = 5  # no answer from the server, or it refused the token
 
@@ -31,7 +31,8 @@ class ExitCode(IntEnum):
 EXIT_CODES = (
     "Exit codes: 0 ok; 1 error (bad input, not found, conflict, server error); "
     "2 timed out waiting (the work goes on; also a usage error); "
-    "3 a launch ended with an instance not running; 4 an action was refused; "
+    "3 a launch ended with its order not running (partial, failed, rolled back, cancelled), "
+    "or a cancel with its order not cancelled; 4 an action was refused; "
     "5 cannot reach the server, or the token was refused."
 )
 

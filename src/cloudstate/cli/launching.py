@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,9 @@ from rich.progress import (
 )
 
 from cloudstate.cli.connect import ExitCode
-from cloudstate.cli.output import err
+from cloudstate.cli.output import counts_text, err
 from cloudstate.client import Client, Instance, Order
+from cloudstate.domain.orders import OrderState
 from cloudstate.exceptions import ValidationError
 
 POLL_SECONDS = 0.5
@@ -114,9 +114,11 @@ def _instances(flags: Flags) -> list[dict[str, Any]]:
 
 
 def needs_account(order: dict[str, Any]) -> bool:
+    """Neither an account nor failover accounts are given anywhere in the order."""
     instances = order.get("instances") or []
-    return not order.get("account") and not any(
-        isinstance(item, dict) and item.get("account") for item in instances
+    return not (order.get("account") or order.get("accounts")) and not any(
+        isinstance(item, dict) and (item.get("account") or item.get("accounts"))
+        for item in instances
     )
 
 
@@ -133,35 +135,57 @@ def default_account(client: Client) -> str:
 
 # --- waiting ------------------------------------------------------------------------------------
 
+"""Order states that are final: the order and its instances change no more."""
+
 
 def settled(instance: Instance) -> bool:
     """The launch is over for this instance: it runs, or it ended otherwise."""
     return str(instance.state) not in UNSETTLED and str(instance.operation or "") != "launching"
 
 
-def summary(instances: Sequence[Instance]) -> str:
-    counts = Counter(str(instance.state) for instance in instances)
-    return ", ".join(f"{state} {count}" for state, count in sorted(counts.items()))
+def gone(instance: Instance) -> bool:
+    """Nothing is left of this instance (what a cancel or a rollback waits for)."""
+    return str(instance.state) == "terminated"
 
 
-def wait(client: Client, order: Order, timeout: float) -> tuple[Order, bool]:
-    """Poll the order, with a progress bar on stderr, until every instance settled (True) or
-    ``timeout`` seconds passed (False)."""
+def ended(order: Order) -> bool:
+    return OrderState(order.state).finished
+
+
+def summary(order: Order) -> str:
+    """``order launching: 3 running, 1 pending``."""
+    return f"order {order.state}: {counts_text(order.counts)}"
+
+
+def wait(
+    client: Client,
+    order: Order,
+    timeout: float,
+    *,
+    label: str = "launching",
+    done: Callable[[Instance], bool] = settled,
+) -> tuple[Order, bool]:
+    """Poll the order until it has finished (True) or ``timeout`` seconds passed (False),
+    with a progress bar on stderr: instances ``done`` of all, and the order's state.
+
+    A launch waits for the order, not only its instances: under ``all_or_nothing`` a failure
+    is followed by a rollback, and the order ends ``rolled_back`` once all of it is destroyed.
+    """
     deadline = time.monotonic() + timeout
     columns = (
         SpinnerColumn(),
-        TextColumn("[bold]launching"),
+        TextColumn(f"[bold]{label}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[states]}"),
+        TextColumn("{task.fields[line]}", markup=False),
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=err) as progress:
-        task = progress.add_task("launch", total=len(order.instances), states="")
+        task = progress.add_task(label, total=len(order.instances), line="")
         while True:
-            done = sum(settled(instance) for instance in order.instances)
-            progress.update(task, completed=done, states=summary(order.instances))
-            if done == len(order.instances):
+            count = sum(done(instance) for instance in order.instances)
+            progress.update(task, completed=count, line=summary(order))
+            if ended(order):
                 return order, True
             if time.monotonic() >= deadline:
                 return order, False
@@ -170,14 +194,16 @@ def wait(client: Client, order: Order, timeout: float) -> tuple[Order, bool]:
 
 
 def outcome(order: Order, finished: bool, timeout: float) -> tuple[ExitCode, str]:
-    """The exit code and, unless all is well, why."""
+    """A launch's exit code and, unless its order ended ``running``, why."""
     if not finished:
-        waiting = sum(not settled(i) for i in order.instances)
         return ExitCode.TIMEOUT, (
-            f"{waiting} instance(s) still launching after {timeout:g}s (the launch goes on; "
-            f"cloudstate ls --order {order.id})"
+            f"order still {order.state} after {timeout:g}s ({counts_text(order.counts)}); "
+            f"it goes on: cloudstate orders show {order.id}"
         )
-    failed = [i for i in order.instances if str(i.state) != "running"]
-    if failed:
-        return ExitCode.LAUNCH_FAILED, f"{len(failed)} of {len(order.instances)} not running"
-    return ExitCode.OK, ""
+    if str(order.state) == "running":
+        return ExitCode.OK, ""
+    missing = sum(str(i.state) != "running" for i in order.instances)
+    reason = f": {order.reason}" if order.reason else ""
+    return ExitCode.LAUNCH_FAILED, (
+        f"order {order.state}{reason} ({missing} of {len(order.instances)} not running)"
+    )

@@ -27,6 +27,7 @@ from cloudstate.client import (
     Delivery,
     Event,
     Instance,
+    Order,
     Subscription,
     Token,
 )
@@ -56,6 +57,17 @@ STATE_STYLES = {
     "terminated": "dim",
     "error": "bold red",
     "unknown": "magenta",
+}
+
+ORDER_STYLES = {
+    "accepted": "yellow",
+    "launching": "yellow",
+    "running": "green",
+    "partial": "bold yellow",
+    "failed": "bold red",
+    "rolling_back": "yellow",
+    "rolled_back": "red",
+    "cancelled": "dim",
 }
 
 
@@ -165,11 +177,87 @@ def instance_details(instance: Instance) -> Table:
     return table
 
 
+# --- orders -------------------------------------------------------------------------------------
+
+
+def counts_text(counts: Mapping[str, int]) -> str:
+    """Instances by state, the most first: ``3 running, 1 pending``."""
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"{count} {state}" for state, count in ranked)
+
+
+def order_state_text(state: str, reason: str = "") -> Text:
+    text = Text(state, style=ORDER_STYLES.get(state, ""))
+    if reason:
+        text.append(f" ({reason})", style="dim")
+    return text
+
+
+def order_line(order: Order) -> Text:
+    """``order 4f1c…: rolled_back (instance … failed: …); 2 terminated``."""
+    line = Text(f"order {order.id}: ")
+    line.append_text(order_state_text(str(order.state), order.reason))
+    return line.append(f"; {counts_text(order.counts)}" if order.counts else "")
+
+
+def orders_table(orders: Iterable[Order]) -> Table:
+    """One row per order: id, state (and why it ended so), policy, its instances, when."""
+    table = _table("ID", "STATE", "POLICY", "INSTANCES", "CREATED", "FINISHED")
+    for order in orders:
+        table.add_row(
+            str(order.id),
+            order_state_text(str(order.state), order.reason),
+            str(order.policy),
+            counts_text(order.counts),
+            _when(order.created_at),
+            _when(order.finished_at),
+        )
+    return table
+
+
+def order_details(order: Order) -> Table:
+    """The order itself, one field per line (its instances are a table of their own)."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    table.add_row("id", str(order.id))
+    table.add_row("state", order_state_text(str(order.state), order.reason))
+    table.add_row("policy", str(order.policy))
+    table.add_row("instances", counts_text(order.counts) or "none")
+    table.add_row("created", _moment(order.created_at))
+    table.add_row("launch deadline", _moment(order.launch_deadline))
+    table.add_row("finished", _moment(order.finished_at))
+    return table
+
+
+def launch_attempts_table(instances: Iterable[Instance]) -> Table | None:
+    """Every launch attempt of the instances tried on more than one account (failover), or
+    None when each was tried once."""
+    retried = [instance for instance in instances if len(instance.launch_attempts) > 1]
+    if not retried:
+        return None
+    table = _table("UUID", "NAME", "ATTEMPT", "ACCOUNT", "WHEN", "RESULT")
+    for instance in retried:
+        for number, attempt in enumerate(instance.launch_attempts, start=1):
+            result = (
+                Text(attempt.error, style="red") if attempt.error else Text("launched", "green")
+            )
+            table.add_row(
+                str(instance.uuid),
+                instance.name,
+                str(number),
+                attempt.account,
+                _moment(attempt.at),
+                result,
+            )
+    return table
+
+
 # --- events -------------------------------------------------------------------------------------
 
 
 def describe_order(kind: str, data: Mapping[str, Any]) -> str:
-    counts = ", ".join(f"{n} {state}" for state, n in sorted(data.get("instances", {}).items()))
+    counts = counts_text(data.get("instances", {}))
     if kind == "order.completed":
         return f"completed: {data.get('state')} ({counts})"
     return f"{data.get('previous_state')} → {data.get('state')} ({counts})"

@@ -26,6 +26,7 @@ from cloudstate.client.models import (
     Instance,
     InstancePage,
     Order,
+    OrderPage,
     Readiness,
     Realm,
     Replay,
@@ -104,6 +105,36 @@ class AsyncClient:
 
     async def get_order(self, order_id: UUID | str) -> Order:
         return await self._run(calls.get_order(order_id))
+
+    async def orders(
+        self,
+        *,
+        state: str | Iterable[str] | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> OrderPage:
+        """One page of orders, newest first (``state``: only these); pass ``page.next_cursor``
+        as ``cursor`` for the next."""
+        return await self._run(calls.list_orders(state, limit=limit, cursor=cursor))
+
+    async def iter_orders(
+        self, *, state: str | Iterable[str] | None = None, page_size: int = 100
+    ) -> AsyncGenerator[Order, None]:
+        """Every matching order, newest first, walking the cursor pages."""
+        cursor: str | None = None
+        while True:
+            page = await self.orders(state=state, limit=page_size, cursor=cursor)
+            for item in page.items:
+                yield item
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def cancel_order(self, order_id: UUID | str) -> Order:
+        """Cancel an order still launching: what was launched is destroyed, the rest never
+        will be. Returns the order (``rolling_back``, then ``cancelled`` once all is gone); a
+        finished order raises ``ConflictError``, an unknown one ``NotFoundError``."""
+        return await self._run(calls.cancel_order(order_id))
 
     async def get(self, uuid: UUID | str) -> Instance:
         return await self._run(calls.get_instance(uuid))

@@ -26,6 +26,7 @@ from cloudstate.client.models import (
     Instance,
     InstancePage,
     Order,
+    OrderPage,
     Readiness,
     Realm,
     Replay,
@@ -116,6 +117,17 @@ def launch(order: Mapping[str, Any] | None, fields: Mapping[str, Any]) -> Call[O
 
 def get_order(order_id: UUID | str) -> Call[Order]:
     return Call("GET", f"/v1/orders/{_segment(order_id)}", Order.model_validate)
+
+
+def list_orders(
+    state: str | Iterable[str] | None, *, limit: int | None, cursor: str | None
+) -> Call[OrderPage]:
+    params = [*_many("state", state), *_one("limit", limit), *_one("cursor", cursor)]
+    return Call("GET", "/v1/orders", OrderPage.model_validate, params)
+
+
+def cancel_order(order_id: UUID | str) -> Call[Order]:
+    return Call("POST", f"/v1/orders/{_segment(order_id)}/cancel", Order.model_validate)
 
 
 def get_instance(uuid: UUID | str) -> Call[Instance]:

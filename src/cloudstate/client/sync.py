@@ -26,6 +26,7 @@ from cloudstate.client.models import (
     Instance,
     InstancePage,
     Order,
+    OrderPage,
     Readiness,
     Realm,
     Replay,
@@ -107,6 +108,35 @@ class Client:
 
     def get_order(self, order_id: UUID | str) -> Order:
         return self._run(calls.get_order(order_id))
+
+    def orders(
+        self,
+        *,
+        state: str | Iterable[str] | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> OrderPage:
+        """One page of orders, newest first (``state``: only these); pass ``page.next_cursor``
+        as ``cursor`` for the next."""
+        return self._run(calls.list_orders(state, limit=limit, cursor=cursor))
+
+    def iter_orders(
+        self, *, state: str | Iterable[str] | None = None, page_size: int = 100
+    ) -> Iterator[Order]:
+        """Every matching order, newest first, walking the cursor pages."""
+        cursor: str | None = None
+        while True:
+            page = self.orders(state=state, limit=page_size, cursor=cursor)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def cancel_order(self, order_id: UUID | str) -> Order:
+        """Cancel an order still launching: what was launched is destroyed, the rest never
+        will be. Returns the order (``rolling_back``, then ``cancelled`` once all is gone); a
+        finished order raises ``ConflictError``, an unknown one ``NotFoundError``."""
+        return self._run(calls.cancel_order(order_id))
 
     def get(self, uuid: UUID | str) -> Instance:
         return self._run(calls.get_instance(uuid))

@@ -47,6 +47,22 @@ class OrderState(StrEnum):
     ROLLED_BACK = "rolled_back"
     CANCELLED = "cancelled"
 
+    @property
+    def finished(self) -> bool:
+        """Nothing more will happen to the order (its instances live on by themselves)."""
+        return self in FINISHED_ORDER_STATES
+
+
+FINISHED_ORDER_STATES = frozenset(
+    {
+        OrderState.RUNNING,
+        OrderState.PARTIAL,
+        OrderState.FAILED,
+        OrderState.ROLLED_BACK,
+        OrderState.CANCELLED,
+    }
+)
+
 
 class _Placement(BaseModel):
     """Fields an order gives as defaults and an instance may override."""

@@ -162,7 +162,10 @@ class Order(Base):
 
     instances: Mapped[list[Instance]] = relationship(back_populates="order")
 
-    __table_args__ = (Index("ix_orders_state", "state"),)
+    __table_args__ = (
+        Index("ix_orders_state", "state"),
+        Index("ix_orders_created_at_id", "created_at", "id"),  # the newest-first listing
+    )
 
 
 class Instance(Base):

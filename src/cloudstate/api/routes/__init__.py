@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
+from uuid import UUID
 
 from cloudstate.api.schemas import Problem
+from cloudstate.exceptions import ValidationError
 
 _DESCRIPTIONS = {
     401: "Missing, unknown or revoked token",
@@ -31,3 +35,17 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         }
         for code in wanted
     }
+
+
+def encode_cursor(after: UUID) -> str:
+    """An opaque page cursor: the last item's id (list endpoints page by id)."""
+    return base64.urlsafe_b64encode(after.bytes).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> UUID | None:
+    if not cursor:
+        return None
+    try:
+        return UUID(bytes=base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError):
+        raise ValidationError("not a cursor this API issued", field="cursor") from None

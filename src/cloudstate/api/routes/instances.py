@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
 
 from cloudstate.api.deps import Context, Reader, Writer
-from cloudstate.api.routes import responses
+from cloudstate.api.routes import decode_cursor, encode_cursor, responses
 from cloudstate.api.schemas import (
     ActionRequest,
     ActionResponse,
@@ -44,10 +42,10 @@ def list_instances(
         account=account,
         order_id=order,
         labels=parse_labels(label),
-        after=_decode(cursor),
+        after=decode_cursor(cursor),
         limit=limit,
     )
-    next_cursor = _encode(views[-1].uuid) if len(views) == limit else None
+    next_cursor = encode_cursor(views[-1].uuid) if len(views) == limit else None
     return InstancePage(items=[InstanceOut.of(v) for v in views], next_cursor=next_cursor)
 
 
@@ -103,16 +101,3 @@ def parse_labels(values: list[str]) -> dict[str, str]:
     if bad:
         raise ValidationError([FieldError("label", f"{v!r} is not key=value") for v in bad])
     return dict(value.split("=", 1) for value in values)
-
-
-def _encode(after: UUID) -> str:
-    return base64.urlsafe_b64encode(after.bytes).decode().rstrip("=")
-
-
-def _decode(cursor: str | None) -> UUID | None:
-    if not cursor:
-        return None
-    try:
-        return UUID(bytes=base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError):
-        raise ValidationError("not a cursor this API issued", field="cursor") from None

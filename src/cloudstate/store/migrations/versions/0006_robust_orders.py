@@ -1,4 +1,5 @@
-"""robust orders: failover, launch history, dependencies, launch timeout, rollback reason
+"""robust orders: failover, launch history, dependencies, launch timeout, rollback reason,
+and an index for listing orders newest first
 
 Revision ID: 0006
 Revises: 0005
@@ -39,6 +40,7 @@ def upgrade() -> None:
                 comment="instances not running by then fail (launch timeout)",
             )
         )
+    op.create_index("ix_orders_created_at_id", "orders", ["created_at", "id"])
     with op.batch_alter_table("instances") as batch:
         batch.add_column(
             sa.Column(
@@ -82,6 +84,7 @@ def downgrade() -> None:
     with op.batch_alter_table("instances") as batch:
         for column in ("blocked", "after", "launch_history", "failover"):
             batch.drop_column(column)
+    op.drop_index("ix_orders_created_at_id", table_name="orders")
     with op.batch_alter_table("orders") as batch:
         batch.drop_column("launch_deadline")
         batch.drop_column("reason")
