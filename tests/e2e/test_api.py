@@ -60,6 +60,7 @@ SCOPE: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/events"): "read",
     ("GET", "/v1/events/stream"): "read",
     ("GET", "/v1/realms"): "read",
+    ("GET", "/v1/workers"): "read",
     ("GET", "/v1/tokens"): "admin",
     ("POST", "/v1/tokens"): "admin",
     ("DELETE", "/v1/tokens/{name}"): "admin",

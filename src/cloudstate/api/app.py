@@ -20,6 +20,7 @@ from cloudstate.api.routes import (
     realms,
     subscriptions,
     tokens,
+    workers,
 )
 from cloudstate.version import __version__
 
@@ -50,6 +51,7 @@ def create_app(context: ApiContext) -> FastAPI:
         deliveries,
         events,
         realms,
+        workers,
         tokens,
         health,
     ):

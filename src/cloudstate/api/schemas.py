@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # only the ``of`` constructors name them; keeps the client's 
     from cloudstate.service.deliveries import DeliveryView, ReplayResult
     from cloudstate.service.tokens import TokenView
     from cloudstate.service.views import AccountView, InstanceView, OrderView, SubscriptionView
+    from cloudstate.service.workers import WorkerView
 
 
 MAX_SEQ = 2**63 - 1  # the largest sequence the database can hold
@@ -406,6 +407,27 @@ class RealmOut(BaseModel):
     available: bool
     reason: str
     updated_at: datetime
+
+
+# --- workers --------------------------------------------------------------------------------
+
+
+class WorkerOut(BaseModel):
+    id: str
+    host: str
+    pid: int
+    version: str
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None
+    alive: bool = Field(description="heartbeat within the last three intervals, not stopped")
+    holds: dict[str, Any] = Field(
+        description="at its last heartbeat: leased accounts, operations and deliveries in hand"
+    )
+
+    @classmethod
+    def of(cls, view: WorkerView) -> WorkerOut:
+        return cls(**{name: getattr(view, name) for name in cls.model_fields})
 
 
 # --- tokens ---------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import socket
@@ -12,14 +13,18 @@ from cloudstate.engine.deliverer import Deliverer
 from cloudstate.engine.drivers import DriverPool
 from cloudstate.engine.eventlog import EventLog
 from cloudstate.engine.executor import Executor
+from cloudstate.engine.heartbeat import Heartbeat
 from cloudstate.engine.launcher import Launcher
+from cloudstate.engine.listener import WorkListener
 from cloudstate.engine.loop import Runner, Task, run_burst
 from cloudstate.engine.reconciler import Reconciler
 from cloudstate.engine.supervisor import OrderSupervisor
 from cloudstate.engine.sweeper import Sweeper
-from cloudstate.exceptions import ConflictError
+from cloudstate.exceptions import CloudStateError, ConflictError
 from cloudstate.store import Store
 from cloudstate.webhooks.sender import Sender
+
+log = logging.getLogger("cloudstate.engine")
 
 
 def new_worker_id() -> str:
@@ -48,6 +53,7 @@ class Engine:
         self.deliverer = Deliverer(
             store, settings, worker_id=self.worker_id, callables=self.callables, sender=sender
         )
+        self.heartbeat = Heartbeat(store, self.worker_id)
         self.tasks: list[Task] = [
             Launcher(store, settings, self.pool),
             Reconciler(store, settings, self.pool, worker_id=self.worker_id),
@@ -55,10 +61,12 @@ class Engine:
             self.deliverer,
             OrderSupervisor(store),
             Sweeper(store, settings),
+            self.heartbeat,
         ]
         if log_events:
             self.tasks.append(EventLog(store, after=self._last_seq()))
         self._runner: Runner | None = None
+        self.listener: WorkListener | None = None
 
     def _last_seq(self) -> int:
         with self.store.unit_of_work() as uow:
@@ -85,6 +93,7 @@ class Engine:
         if self._runner is None:
             self._runner = Runner(self.tasks)
             self._runner.start()
+            self._listen()
 
     def wake(self) -> None:
         if self._runner is not None:
@@ -93,17 +102,35 @@ class Engine:
     def run_forever(self) -> None:
         """Run in the foreground until SIGTERM/SIGINT; finish current work, then return."""
         self._runner = Runner(self.tasks)
+        self._listen()
         try:
             self._runner.run_forever()
         finally:
             self._runner = None
+            self._unlisten()
 
     def stop(self) -> None:
+        self._unlisten()
         if self._runner is not None:
             self._runner.stop()
             self._runner = None
+
+    def _listen(self) -> None:
+        """On PostgreSQL, wake at once when another process commits work."""
+        if self.listener is None and not self.store.database.is_sqlite:
+            self.listener = WorkListener(self.store.database.url, self.wake)
+            self.listener.start()
+
+    def _unlisten(self) -> None:
+        if self.listener is not None:
+            self.listener.stop()
+            self.listener = None
 
     def close(self) -> None:
         self.stop()
         self.deliverer.close()
         self.pool.close()
+        try:
+            self.heartbeat.stopped()
+        except CloudStateError as exc:  # the store is gone: the row simply goes silent
+            log.warning("could not mark worker %s stopped: %s", self.worker_id, exc)

@@ -13,13 +13,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from cloudstate.domain.hardware import HardwareProfile
 from cloudstate.domain.observations import ORPHANS_OPTION, orphan_policy
 from cloudstate.domain.states import Action
-from cloudstate.engine.ratelimit import CallBudget
+from cloudstate.engine.ratelimit import CallBudget, SharedCallBudget
 from cloudstate.exceptions import (
     NotFoundError,
     ProviderAuthError,
@@ -87,7 +87,8 @@ class DriverPool:
                 entry.driver.close()
             context = DriverContext(home=self._home, account=account.name)
             credentials = accounts.credentials(account)
-            options, budget = _budget(account.config)
+            options, (rate, burst) = _budget(account.config)
+            budget = SharedCallBudget(self._store, account.id, rate, burst)
             driver = MeteredDriver(
                 create_driver(account.provider, options, credentials, context), account.name, budget
             )
@@ -171,7 +172,9 @@ RATE_OPTIONS = ("rate_limit", "rate_burst")
 ENGINE_OPTIONS = (*RATE_OPTIONS, ORPHANS_OPTION)
 
 
-def _budget(config: Mapping[str, Any]) -> tuple[dict[str, Any], CallBudget]:
+def _budget(
+    config: Mapping[str, Any],
+) -> tuple[dict[str, Any], tuple[float | None, float | None]]:
     """Split the engine's own account options (the call budget, the orphan policy) from the
     driver's, checking them on the way."""
     options = {k: v for k, v in config.items() if k not in ENGINE_OPTIONS}
@@ -180,14 +183,26 @@ def _budget(config: Mapping[str, Any]) -> tuple[dict[str, Any], CallBudget]:
         if value is not None and (not isinstance(value, int | float) or value <= 0):
             raise ValidationError(f"must be a positive number, not {value!r}", field=name)
     orphan_policy(config)
-    return options, CallBudget(rate, burst)
+    return options, (rate, burst)
+
+
+class Budget(Protocol):
+    """What ``MeteredDriver`` needs of a call budget (``CallBudget``, ``SharedCallBudget``)."""
+
+    rate: float | None
+
+    def acquire(self) -> None: ...
+
+    def throttled(self) -> None: ...
+
+    def succeeded(self) -> None: ...
 
 
 class MeteredDriver:
     """A driver that keeps to the account's call budget and counts calls and errors per
     account (the ``/metrics`` figures)."""
 
-    def __init__(self, inner: Driver, account: str, budget: CallBudget | None = None) -> None:
+    def __init__(self, inner: Driver, account: str, budget: Budget | None = None) -> None:
         self.inner = inner
         self.kind = inner.kind
         self.account = account

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, delete, func, select, update
 
 from cloudstate.domain.events import EventDraft, EventType
 from cloudstate.domain.observations import (
@@ -31,7 +31,7 @@ from cloudstate.exceptions import ProviderAuthError, ProviderError, ProviderThro
 from cloudstate.service.launches import Launched, launched
 from cloudstate.service.recording import commit_changes, record, snapshot
 from cloudstate.store import Store
-from cloudstate.store.tables import Account, Instance, Orphan, Realm, utcnow
+from cloudstate.store.tables import Account, Instance, LeaseLog, Orphan, Realm, utcnow
 from cloudstate.store.uow import UnitOfWork
 
 _LIVE = (InstanceState.TERMINATED, InstanceState.NEW)
@@ -345,6 +345,11 @@ def claim_account(
             return None
         account.lease_owner = worker
         account.lease_expires_at = now + lease
+        uow.session.add(
+            LeaseLog(
+                account_id=account.id, worker_id=worker, started_at=now, expires_at=now + lease
+            )
+        )
         uow.commit()
         return account.id, account.name
 
@@ -356,17 +361,44 @@ def renew_account(store: Store, account_id: int, worker: str, lease: timedelta) 
         if account.lease_owner != worker:
             return False
         account.lease_expires_at = utcnow() + lease
+        uow.session.execute(
+            update(LeaseLog)
+            .where(_open_lease(account_id, worker))
+            .values(expires_at=account.lease_expires_at)
+        )
         uow.commit()
     return True
 
 
 def release_account(store: Store, account_id: int, worker: str) -> None:
+    """The cycle is over: give the lease back, and close our lease-log entry (even when the
+    lease was taken over meanwhile: the log records when our work really ended)."""
     with store.unit_of_work() as uow:
         account = uow.session.get(Account, account_id)
         if account is not None and account.lease_owner == worker:
             account.lease_owner = None
             account.lease_expires_at = None
+        uow.session.execute(
+            update(LeaseLog).where(_open_lease(account_id, worker)).values(finished_at=utcnow())
+        )
         uow.commit()
+
+
+def _open_lease(account_id: int, worker: str) -> ColumnElement[bool]:
+    return and_(
+        LeaseLog.account_id == account_id,
+        LeaseLog.worker_id == worker,
+        LeaseLog.finished_at.is_(None),
+    )
+
+
+def prune_lease_log(store: Store, before: datetime) -> int:
+    """Forget lease-log entries that ended (or expired) before ``before``."""
+    with store.unit_of_work() as uow:
+        ended = func.coalesce(LeaseLog.finished_at, LeaseLog.expires_at)
+        result = uow.session.execute(delete(LeaseLog).where(ended < before))
+        uow.commit()
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def anything_changing(store: Store) -> bool:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Dialect,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -75,6 +76,7 @@ class Base(DeclarativeBase):
     type_annotation_map = {  # noqa: RUF012 (SQLAlchemy reads this class attribute)
         datetime: UTCDateTime(),
         dict[str, Any]: JSONType,
+        float: Double(),
         list[Any]: JSONType,
         UUID: Uuid(),
         bytes: LargeBinary(),
@@ -377,3 +379,56 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+
+
+class Worker(Base):
+    """A worker process, as it last reported itself (``GET /v1/workers``)."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(String(32), default="")
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    stopped_at: Mapped[datetime | None]
+    holds: Mapped[dict[str, Any]] = mapped_column(
+        default=dict, comment="what it held at its last heartbeat"
+    )
+
+    __table_args__ = (Index("ix_workers_heartbeat_at", "heartbeat_at"),)
+
+
+class LeaseLog(Base):
+    """Every account lease a worker took for a reconcile cycle, and when it ended: the record
+    that no account was ever reconciled by two workers at once."""
+
+    __tablename__ = "lease_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    worker_id: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(comment="renewed with the lease")
+    finished_at: Mapped[datetime | None] = mapped_column(comment="null: crashed or still held")
+
+    __table_args__ = (
+        Index("ix_lease_log_account_started", "account_id", "started_at"),
+        Index("ix_lease_log_open", "account_id", "worker_id", "finished_at"),
+    )
+
+
+class CallBudgetRow(Base):
+    """An account's provider call budget, shared by every worker (a token bucket)."""
+
+    __tablename__ = "call_budgets"
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    rate: Mapped[float | None] = mapped_column(comment="calls per second now; null: unlimited")
+    burst: Mapped[float] = mapped_column(default=1.0)
+    tokens: Mapped[float] = mapped_column(default=1.0)
+    refilled_at: Mapped[datetime] = mapped_column(default=utcnow)
+    throttled_at: Mapped[datetime | None]

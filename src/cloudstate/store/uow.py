@@ -41,6 +41,7 @@ from cloudstate.store.repositories import (
 from cloudstate.store.tables import Delivery, Event, Instance, Subscription, utcnow
 
 _EVENT_LOCK = 0x6373_6576  # "csev"
+WORK_CHANNEL = "cloudstate_work"  # NOTIFY'd with every commit that records events
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,8 @@ class UnitOfWork:
         self.session.add_all(rows)
         self.session.flush()
         self._fan_out(rows)
+        if not self._database.is_sqlite:  # idle workers elsewhere wake at commit (LISTEN)
+            self.session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WORK_CHANNEL})
         return rows
 
     def _fan_out(self, rows: list[Event]) -> None:
