@@ -236,6 +236,14 @@ class Instance(Base):
         Index("ix_instances_account_state", "account_id", "state"),
         Index("ix_instances_state_next_attempt", "state", "next_attempt_at"),
         Index("ix_instances_order_id", "order_id"),
+        # The launcher's claim: due `new` instances, oldest first per account.
+        Index(
+            "ix_instances_new_by_account",
+            "account_id",
+            "created_at",
+            postgresql_where=text("state = 'new'"),
+            sqlite_where=text("state = 'new'"),
+        ),
     )
 
     @property

@@ -1,4 +1,5 @@
-"""scale-out: the worker registry, the account lease log and shared call budgets
+"""scale-out: the worker registry, the account lease log, shared call budgets, and an
+index for the launcher's claim
 
 Revision ID: 0007
 Revises: 0006
@@ -21,7 +22,17 @@ branch_labels = None
 depends_on = None
 
 
+NEW = sa.text("state = 'new'")
+
+
 def upgrade() -> None:
+    op.create_index(
+        "ix_instances_new_by_account",
+        "instances",
+        ["account_id", "created_at"],
+        postgresql_where=NEW,
+        sqlite_where=NEW,
+    )
     op.create_table(
         "workers",
         sa.Column("id", sa.String(length=128), nullable=False),
@@ -81,6 +92,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_instances_new_by_account", table_name="instances")
     with op.batch_alter_table("lease_log", schema=None) as batch_op:
         batch_op.drop_index("ix_lease_log_open")
         batch_op.drop_index("ix_lease_log_account_started")
