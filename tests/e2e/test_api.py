@@ -773,6 +773,21 @@ def test_a_cursor_older_than_the_retained_events_is_410_gone(
 # --- realms, tokens, health ------------------------------------------------------------------
 
 
+def test_workers_list_the_serving_process_with_its_heartbeat(reader: httpx.Client) -> None:
+    """The server's own engine is a worker: it reports itself (host, pid, alive) within a
+    heartbeat, with what it holds."""
+
+    def workers() -> list[dict[str, Any]] | None:
+        found: list[dict[str, Any]] = reader.get("/v1/workers").json()
+        return found or None
+
+    [worker] = wait_until(workers, timeout=10, what="the server's worker row")
+    assert worker["alive"] is True
+    assert worker["pid"] > 0
+    assert set(worker["holds"]) == {"accounts", "operations", "deliveries"}
+    assert reader.get("/v1/workers", params={"include_stopped": "true"}).status_code == 200
+
+
 def test_realms_list_what_the_reconciler_observed(reader: httpx.Client) -> None:
     """The simulator account's realms are sim-a and sim-b, both available; an unknown account
     is a 404."""

@@ -460,3 +460,21 @@ def test_orders_cancel_with_wait_ends_cancelled_and_exits_0(
     again = run(server, "orders", "cancel", str(order.id), "--json")
     assert again.returncode == 1
     assert "is cancelled" in again.stderr
+
+
+def test_workers_shows_the_servers_worker_alive(server: Served) -> None:
+    """``cloudstate workers`` lists the worker processes with their heartbeat; the server's
+    own engine is one, alive, holding what a heartbeat reported (JSON and table)."""
+
+    def listed() -> list[dict[str, object]] | None:
+        done = run(server, "workers", "--json")
+        assert done.returncode == 0, done.stderr
+        found: list[dict[str, object]] = json.loads(done.stdout)
+        return found or None
+
+    [worker] = wait_until(listed, timeout=15, what="a worker row")
+    assert worker["alive"] is True
+    table = run(server, "workers")
+    assert table.returncode == 0, table.stderr
+    assert "LAST HEARTBEAT" in table.stdout
+    assert str(worker["pid"]) in table.stdout

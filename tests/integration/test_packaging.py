@@ -55,14 +55,14 @@ class Dist:
 
 @dataclass(frozen=True)
 class Installed:
+    """A virtual environment holding the wheel; ``bin`` is its scripts directory."""
+
     bin: Path
 
-    def run(
-        self, *args: str, env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(self.bin / "cloudstate"), *args],
-            env=env or _clean_env(),
+            env=_clean_env(),
             capture_output=True,
             text=True,
             timeout=120,

@@ -42,6 +42,7 @@ from cloudstate.cli.output import (
     order_line,
     out,
     print_json,
+    workers_table,
 )
 from cloudstate.cli.subscriptions import subscription_app
 from cloudstate.client import (
@@ -65,6 +66,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(orders_app, name="orders")
     app.command()(launch)
     app.command("ls")(ls)
+    app.command()(workers)
     app.command()(show)
     for action, helptext in ACTIONS.items():
         app.command(action)(_action_command(action, helptext))
@@ -156,6 +158,25 @@ def _show_order(order: Order, as_json: bool) -> None:
         return
     out.print(instances_table(instance_rows(order.instances)))
     out.print(order_line(order), soft_wrap=True)
+
+
+# --- workers ----------------------------------------------------------------------------------
+
+
+def workers(
+    ctx: typer.Context,
+    include_stopped: Annotated[
+        bool, typer.Option("--all", help="Also workers that stopped in the last day.")
+    ] = False,
+    as_json: Json = False,
+) -> None:
+    """Worker processes: host, pid, last heartbeat and what each holds."""
+    with connect(ctx) as client:
+        found = client.workers(include_stopped=include_stopped)
+    if as_json:
+        print_json(found)
+        return
+    out.print(workers_table(found))
 
 
 # --- ls and show ----------------------------------------------------------------------------

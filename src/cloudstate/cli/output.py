@@ -30,6 +30,7 @@ from cloudstate.client import (
     Order,
     Subscription,
     Token,
+    Worker,
 )
 
 PIPE_WIDTH = 120
@@ -338,6 +339,27 @@ def events_table(events: Sequence[Event]) -> Table:
 
 def _when(moment: datetime | None) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M") if moment else ""
+
+
+def workers_table(workers: Iterable[Worker]) -> Table:
+    table = _table("ID", "HOST", "PID", "ALIVE", "STARTED", "LAST HEARTBEAT", "HOLDS")
+    for worker in workers:
+        holds = worker.holds
+        held = (
+            f"accounts: {', '.join(holds.get('accounts', [])) or '-'}; "
+            f"actions: {holds.get('operations', 0)}; deliveries: {holds.get('deliveries', 0)}"
+        )
+        alive = Text("yes", style="green") if worker.alive else Text("no", style="red")
+        table.add_row(
+            worker.id,
+            worker.host,
+            str(worker.pid),
+            alive,
+            _when(worker.started_at),
+            worker.heartbeat_at.astimezone().strftime("%H:%M:%S"),
+            held,
+        )
+    return table
 
 
 def tokens_table(tokens: Iterable[Token]) -> Table:

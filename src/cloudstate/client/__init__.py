@@ -45,6 +45,7 @@ from cloudstate.client.models import (
     RotatedSubscription,
     Subscription,
     Token,
+    Worker,
 )
 from cloudstate.client.sync import Client
 
@@ -76,4 +77,5 @@ __all__ = [
     "Subscription",
     "Token",
     "UnreachableError",
+    "Worker",
 ]

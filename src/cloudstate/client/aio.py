@@ -33,6 +33,7 @@ from cloudstate.client.models import (
     RotatedSubscription,
     Subscription,
     Token,
+    Worker,
 )
 from cloudstate.config import Settings
 
@@ -311,6 +312,10 @@ class AsyncClient:
 
     async def realms(self, account: str | None = None) -> builtins.list[Realm]:
         return await self._run(calls.realms(account))
+
+    async def workers(self, *, include_stopped: bool = False) -> builtins.list[Worker]:
+        """Worker processes, their last heartbeat and what they hold."""
+        return await self._run(calls.workers(include_stopped))
 
     async def tokens(self) -> builtins.list[Token]:
         return await self._run(calls.list_tokens())

@@ -33,6 +33,7 @@ from cloudstate.client.models import (
     RotatedSubscription,
     Subscription,
     Token,
+    Worker,
 )
 
 T = TypeVar("T")
@@ -256,6 +257,11 @@ def rotate_secret(
 
 def realms(account: str | None) -> Call[list[Realm]]:
     return Call("GET", "/v1/realms", _list_of(Realm.model_validate), _one("account", account))
+
+
+def workers(include_stopped: bool) -> Call[list[Worker]]:
+    params = _one("include_stopped", "true" if include_stopped else None)
+    return Call("GET", "/v1/workers", _list_of(Worker.model_validate), params)
 
 
 def list_tokens() -> Call[list[Token]]:

@@ -25,6 +25,7 @@ from cloudstate.api.schemas import (
     RotatedSubscriptionOut,
     SubscriptionOut,
     TokenOut,
+    WorkerOut,
 )
 
 Account = AccountOut
@@ -36,6 +37,7 @@ Event = EventOut
 Instance = InstanceOut
 Order = OrderOut
 Realm = RealmOut
+Worker = WorkerOut
 Replay = ReplayOut
 RotatedSubscription = RotatedSubscriptionOut
 Subscription = SubscriptionOut

@@ -33,6 +33,7 @@ from cloudstate.client.models import (
     RotatedSubscription,
     Subscription,
     Token,
+    Worker,
 )
 from cloudstate.config import Settings
 
@@ -309,6 +310,10 @@ class Client:
 
     def realms(self, account: str | None = None) -> builtins.list[Realm]:
         return self._run(calls.realms(account))
+
+    def workers(self, *, include_stopped: bool = False) -> builtins.list[Worker]:
+        """Worker processes, their last heartbeat and what they hold."""
+        return self._run(calls.workers(include_stopped))
 
     def tokens(self) -> builtins.list[Token]:
         return self._run(calls.list_tokens())
