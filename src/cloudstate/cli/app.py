@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -134,9 +136,23 @@ def _run_api(context: Any) -> None:
     import uvicorn
 
     from cloudstate.api import create_app
+    from cloudstate.engine.loop import handle_signals
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises the SIGTERM/SIGINT that stopped it, which kills the process
+        (exit 143) before ``serve`` can stop its workers; this one just returns."""
+
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with handle_signals(self.stop):
+                yield
+
+        def stop(self) -> None:
+            self.force_exit = self.should_exit  # a second signal: do not wait for requests
+            self.should_exit = True
 
     settings = context.settings
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(context),
         host=settings.host,
         port=settings.port,
@@ -144,6 +160,7 @@ def _run_api(context: Any) -> None:
         access_log=False,
         timeout_graceful_shutdown=5,
     )
+    Server(config).run()
 
 
 @db_app.command("upgrade")

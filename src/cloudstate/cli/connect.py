@@ -15,6 +15,7 @@ from rich.markup import escape
 from cloudstate.cli.output import err
 from cloudstate.client import AuthenticationError, Client, UnreachableError
 from cloudstate.exceptions import FieldError, ValidationError, WaitTimeoutError
+from cloudstate.version import __version__
 
 
 class ExitCode(IntEnum):
@@ -45,6 +46,12 @@ class Target:
     token: str | None = None
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"cloudstate {__version__}")
+        raise typer.Exit
+
+
 def root(
     ctx: typer.Context,
     url: Annotated[
@@ -63,6 +70,12 @@ def root(
             help="API token (default: CLOUDSTATE_TOKEN, else the token file in the home).",
         ),
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     ctx.obj = Target(url, token)
 
