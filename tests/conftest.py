@@ -93,6 +93,16 @@ def store(settings: Settings) -> Iterator[Store]:
     store.close()
 
 
+@pytest.fixture
+def postgres_store(_postgres_schema: str, home: Path) -> Iterator[Store]:
+    """A migrated, emptied store on PostgreSQL only, for what SQLite has no counterpart of
+    (LISTEN/NOTIFY: there, one process holds every worker and wakes them itself)."""
+    _truncate(_postgres_schema)
+    opened = Store.from_settings(load_settings(home=home, database_url=_postgres_schema))
+    yield opened
+    opened.close()
+
+
 def _truncate(url: str) -> None:
     engine = create_engine(_psycopg(url))
     tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)

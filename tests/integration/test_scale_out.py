@@ -10,14 +10,11 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
 
-from cloudstate.config import load_settings
 from cloudstate.domain.events import EventDraft, EventType
 from cloudstate.engine.heartbeat import Heartbeat
 from cloudstate.engine.listener import WorkListener
@@ -27,7 +24,6 @@ from cloudstate.service.observations import claim_account, release_account, rene
 from cloudstate.store import Store
 from cloudstate.store.tables import LeaseLog, Worker, utcnow
 from cloudstate.testing import wait_until
-from conftest import _truncate
 
 
 def _account(store: Store, name: str = "sim") -> int:
@@ -153,27 +149,17 @@ def test_workers_report_themselves_and_what_they_hold(store: Store) -> None:
 # --- LISTEN/NOTIFY ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def pg_store(_postgres_schema: str, home: Path) -> Iterator[Store]:
-    """A store on PostgreSQL only (LISTEN/NOTIFY has no SQLite counterpart: there, one
-    process holds every worker and wakes them itself)."""
-    _truncate(_postgres_schema)
-    opened = Store.from_settings(load_settings(home=home, database_url=_postgres_schema))
-    yield opened
-    opened.close()
-
-
 @pytest.mark.postgres
-def test_a_commit_with_events_wakes_listening_workers_at_once(pg_store: Store) -> None:
+def test_a_commit_with_events_wakes_listening_workers_at_once(postgres_store: Store) -> None:
     """A worker's listener hears every commit that records events (new work) within a
     fraction of a second, so idle workers need not wait for their next poll."""
     woken = threading.Event()
-    listener = WorkListener(pg_store.database.url, woken.set)
+    listener = WorkListener(postgres_store.database.url, woken.set)
     listener.start()
     try:
-        wait_until(lambda: _listening(pg_store), timeout=5, what="the listener's LISTEN")
+        wait_until(lambda: _listening(postgres_store), timeout=5, what="the listener's LISTEN")
         started = time.monotonic()
-        with pg_store.unit_of_work() as uow:
+        with postgres_store.unit_of_work() as uow:
             uow.record(EventDraft(EventType.ORDER_COMPLETED, {"x": 1}, order_id=uuid.uuid4()))
             uow.commit()
         assert woken.wait(2.0)
