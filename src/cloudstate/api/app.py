@@ -1,12 +1,18 @@
-"""The app factory: routes, problem+json errors, the body limit and request logging."""
+"""The app factory: routes, problem+json errors, the body limit, request logging, and the
+operator dashboard's static files at ``/ui`` (the page loads without a token; its API calls
+carry one)."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from cloudstate.api import errors
 from cloudstate.api.context import ApiContext
@@ -29,8 +35,21 @@ log = logging.getLogger("cloudstate.api")
 DESCRIPTION = """A stateful control plane for cloud instances.
 
 Authenticate with `Authorization: Bearer <token>` (scopes `read`, `write`, `admin`).
-Errors are RFC 9457 `application/problem+json`.
+Errors are RFC 9457 `application/problem+json`. The operator dashboard is at `/ui/`.
 """
+
+UI_DIRECTORY = Path(__file__).resolve().parent.parent / "ui"
+UI_HEADERS = {
+    # Scripts and styles only from files of our own (no inline code), API calls to this origin.
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",  # revalidate (ETag), so an upgrade shows at once
+}
 
 
 def create_app(context: ApiContext) -> FastAPI:
@@ -56,6 +75,8 @@ def create_app(context: ApiContext) -> FastAPI:
         health,
     ):
         app.include_router(module.router)
+    app.mount("/ui", _Dashboard(directory=UI_DIRECTORY, html=True), name="ui")
+    app.add_api_route("/", _to_dashboard, include_in_schema=False)
     errors.install(app)
     app.middleware("http")(_log_request)
     return app
@@ -77,3 +98,16 @@ async def _log_request(
         extra={"method": request.method, "path": request.url.path, "status": response.status_code},
     )
     return response
+
+
+class _Dashboard(StaticFiles):
+    """The dashboard's files, each answered with ``UI_HEADERS``."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update(UI_HEADERS)
+        return response
+
+
+def _to_dashboard() -> RedirectResponse:
+    return RedirectResponse("ui/", status_code=307)  # relative: works behind a path prefix
