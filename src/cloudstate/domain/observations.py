@@ -86,6 +86,7 @@ class Snapshot:
     public_addresses: tuple[str, ...] = ()
     private_addresses: tuple[str, ...] = ()
     key_fingerprint: str | None = None
+    operation_sent: bool = True  # the provider has accepted the operation's call
 
 
 class ChangeKind(StrEnum):
@@ -183,6 +184,10 @@ def _finish_operation(after: Snapshot) -> tuple[Snapshot, list[Change]]:
         return after, []
     done = operation_done(after.operation, after.state)
     if done is None:
+        return after, []
+    if done and after.operation is Operation.REBOOTING and not after.operation_sent:
+        # A reboot ends where it starts (running): seeing the instance running proves nothing
+        # until the provider has accepted the reboot.
         return after, []
     if after.operation is Operation.LAUNCHING:  # the state change itself tells the story
         return replace(after, operation=None), []

@@ -10,7 +10,7 @@ we destroyed the instance ourselves.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -29,9 +29,9 @@ from cloudstate.domain.observations import (
 from cloudstate.domain.states import TRANSITIONAL, InstanceState, Operation, UnknownReason
 from cloudstate.exceptions import ProviderAuthError, ProviderError, ProviderThrottledError
 from cloudstate.service.launches import Launched, launched
-from cloudstate.service.recording import commit_changes, record, snapshot
+from cloudstate.service.recording import WAITING, commit_changes, record, snapshot
 from cloudstate.store import Store
-from cloudstate.store.tables import Account, Instance, LeaseLog, Orphan, Realm, utcnow
+from cloudstate.store.tables import Account, Instance, LeaseLog, OperationRow, Orphan, Realm, utcnow
 from cloudstate.store.uow import UnitOfWork
 
 _LIVE = (InstanceState.TERMINATED, InstanceState.NEW)
@@ -123,13 +123,24 @@ def _ours(
 
 
 def _observe(uow: UnitOfWork, row: Instance, account: str, seen: Observation) -> int:
-    after, changes = observe(snapshot(row), seen)
-    if not changes and after == snapshot(row):
+    before = snapshot(row)
+    if row.operation == Operation.REBOOTING and not _reboot_sent(uow, row):
+        before = replace(before, operation_sent=False)
+    after, changes = observe(before, seen)
+    if not changes and after == before:
         return 0
     commit_changes(uow, row, account, after, changes)
     if changes:
         row.last_seen_at = utcnow()
     return 1
+
+
+def _reboot_sent(uow: UnitOfWork, row: Instance) -> bool:
+    """Has the provider accepted the instance's open reboot (its operation is ``waiting``)?"""
+    sent = select(OperationRow.id).where(
+        OperationRow.instance_uuid == row.uuid, OperationRow.status == WAITING
+    )
+    return uow.session.scalar(sent.limit(1)) is not None
 
 
 def record_orphans(
