@@ -356,9 +356,21 @@ def claim_account(
             return None
         account.lease_owner = worker
         account.lease_expires_at = now + lease
+        # A cycle of ours that never released (it failed, or we crashed) ended at its expiry.
+        uow.session.execute(
+            update(LeaseLog)
+            .where(_open_lease(account.id, worker))
+            .values(finished_at=LeaseLog.expires_at)
+        )
+        # Logged from now, read once the row is ours: a previous holder's release (or expiry)
+        # is then always earlier, even when this worker was slow to get here.
+        held_from = max(utcnow(), now)
         uow.session.add(
             LeaseLog(
-                account_id=account.id, worker_id=worker, started_at=now, expires_at=now + lease
+                account_id=account.id,
+                worker_id=worker,
+                started_at=held_from,
+                expires_at=max(held_from, now + lease),
             )
         )
         uow.commit()
