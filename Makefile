@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CODE   := src tests $(wildcard bench)
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench chaos scale clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,15 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# The long fault run: 2,000 instances, 200 worker kills (make test runs a short version).
+chaos: $(STAMP)
+	CLOUDSTATE_CHAOS_INSTANCES=2000 CLOUDSTATE_CHAOS_KILLS=200 \
+		$(BIN)/pytest -s -p no:cacheprovider tests/e2e/test_chaos.py
+
+# The full multi-process run: 2,000 instances, 3 workers, 2 APIs (make test runs 200).
+scale: $(STAMP)
+	CLOUDSTATE_MP_INSTANCES=2000 $(BIN)/pytest -s -p no:cacheprovider tests/e2e/test_multiprocess.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build src/*.egg-info

@@ -16,7 +16,7 @@ the event log, the lease log and the receiver's log:
   cloud too);
 - no account leased by two workers at once.
 
-``make test`` runs a short version (100 instances, 15 kills). The long one is ``make chaos``::
+``make test`` runs a short version (60 instances, 10 kills). The long one is ``make chaos``::
 
     CLOUDSTATE_CHAOS_INSTANCES=2000 CLOUDSTATE_CHAOS_KILLS=200 \\
         .venv/bin/pytest tests/e2e/test_chaos.py -s
@@ -51,8 +51,8 @@ from cloudstate.client.models import Event
 from cloudstate.store.crypto import new_key
 from cloudstate.testing import SimulatedCloud, WebhookReceiver, simulated_cloud, wait_until
 
-INSTANCES = int(os.environ.get("CLOUDSTATE_CHAOS_INSTANCES", "100"))
-KILLS = int(os.environ.get("CLOUDSTATE_CHAOS_KILLS", "15"))
+INSTANCES = int(os.environ.get("CLOUDSTATE_CHAOS_INSTANCES", "60"))
+KILLS = int(os.environ.get("CLOUDSTATE_CHAOS_KILLS", "10"))
 KILL_EVERY = float(os.environ.get("CLOUDSTATE_CHAOS_KILL_EVERY", "2.0"))
 WORKERS = 3
 ACCOUNTS = ("chaos-a", "chaos-b")
