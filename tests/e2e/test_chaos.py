@@ -84,7 +84,11 @@ SETTINGS = {
     "CLOUDSTATE_DELIVERY_BREAKER_MAX_COOLDOWN_SECONDS": "2",
 }
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.postgres,
+    pytest.mark.timeout(int(300 + 2 * KILLS * KILL_EVERY + 3 * SETTLE_SECONDS)),
+]
 
 
 @pytest.fixture
