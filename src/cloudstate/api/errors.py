@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cloudstate.api.deps import is_json, refusal
 from cloudstate.domain.orders import cross_field_errors
 from cloudstate.exceptions import (
     ActionNotAllowedError,
@@ -37,6 +38,7 @@ log = logging.getLogger("cloudstate.api")
 
 PROBLEM = "application/problem+json"
 MAX_BODY_BYTES = 1024 * 1024
+MAX_HEADER_BYTES = 32 * 1024
 
 _STATUS: list[tuple[type[CloudStateError], int, str]] = [
     (ValidationError, 422, "Invalid input"),
@@ -99,7 +101,10 @@ def _status(exc: CloudStateError) -> tuple[int, str]:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [
+    refused = await refusal(request)
+    if refused is not None:
+        return await _http_error(request, refused)
+    errors = _not_json(request, exc) or [
         {"field": _field(error), "message": str(error["msg"]).removeprefix("Value error, ")}
         for error in exc.errors()
     ]
@@ -115,6 +120,20 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(422, "Invalid input", detail, request=request, errors=errors)
 
 
+def _not_json(request: Request, exc: RequestValidationError) -> list[dict[str, str]]:
+    """A body sent as anything but JSON reaches validation as bytes and fails as a whole, in
+    pydantic's words for bytes ("a valid dictionary"); say what is wrong instead. (422, as for
+    every body that is not the JSON an operation takes; not 415.)"""
+    sent = request.headers.get("content-type", "")
+    whole = [e for e in exc.errors() if tuple(e["loc"]) == ("body",) and e["type"] != "missing"]
+    if is_json(sent) or not whole:
+        return []
+    given = f"not {sent}" if sent else "none was given"
+    return [
+        {"field": "body", "message": f"must be JSON, as Content-Type: application/json ({given})"}
+    ]
+
+
 def _field(error: Any) -> str:
     """The dotted path of a bad field; a body that is not JSON at all is ``body`` (its ``loc``
     ends in the offending character's position, which names no field)."""
@@ -128,8 +147,22 @@ def _field(error: Any) -> str:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400 and exc.__cause__ is not None:
+        return await _unparsable_body(request, exc.__cause__)
     title = _TITLES.get(exc.status_code, "Error")
     return problem(exc.status_code, title, str(exc.detail or ""), request=request)
+
+
+async def _unparsable_body(request: Request, cause: BaseException) -> JSONResponse:
+    """FastAPI's 400 for a body ``json.loads`` fails on with something other than a decode
+    error (bytes that are not UTF-8, nesting deeper than the recursion limit): the same 422 on
+    ``body`` as any other malformed JSON, and like it only for a caller who may use the route."""
+    refused = await refusal(request)
+    if refused is not None:
+        return await _http_error(request, refused)
+    message = "nested too deeply" if isinstance(cause, RecursionError) else "JSON decode error"
+    errors = [{"field": "body", "message": message}]
+    return problem(422, "Invalid input", f"body: {message}", request=request, errors=errors)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -144,6 +177,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(HeaderLimit, limit=MAX_HEADER_BYTES)
 
 
 class BodyLimit:
@@ -176,3 +210,24 @@ class BodyLimit:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = problem(413, "Request body too large", f"the limit is {self.limit} bytes")
         await response(scope, receive, send)
+
+
+class HeaderLimit:
+    """Refuse requests whose header names and values total over ``limit`` bytes with 431.
+
+    uvicorn's own bound (h11's, on a request head not yet complete) holds only while the head
+    arrives in pieces; one that arrives in a single read passes it, whatever its size.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = scope.get("headers") or []
+        if scope["type"] == "http" and sum(len(k) + len(v) for k, v in headers) > self.limit:
+            title = "Request header fields too large"
+            response = problem(431, title, f"the limit is {self.limit} bytes")
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

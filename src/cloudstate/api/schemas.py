@@ -11,13 +11,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from cloudstate.domain.auth import Scope
 from cloudstate.domain.events import EventRecord, EventType
 from cloudstate.domain.orders import LaunchOrderRequest, OrderPolicy, OrderState
 from cloudstate.domain.states import Action, InstanceState, Operation
-from cloudstate.domain.validation import AccountName, Labels
+from cloudstate.domain.validation import AccountName, Labels, UtcDatetime
 
 if TYPE_CHECKING:  # only the ``of`` constructors name them; keeps the client's import light
     from cloudstate.service.actions import ActionResult
@@ -204,7 +204,7 @@ class AccountCreate(_Request):
     credentials: dict[str, str] = Field(
         default_factory=dict, description="write-only; encrypted at rest, never returned"
     )
-    credentials_expire_at: AwareDatetime | None = Field(
+    credentials_expire_at: UtcDatetime | None = Field(
         default=None, description="after this, the account is treated as refusing its credentials"
     )
     verify: bool = Field(
@@ -218,7 +218,7 @@ class AccountUpdate(_Request):
     credentials: dict[str, str] | None = Field(
         default=None, description="write-only; replacing them clears a credentials status"
     )
-    credentials_expire_at: AwareDatetime | None = Field(
+    credentials_expire_at: UtcDatetime | None = Field(
         default=None, description="set with new credentials; omitted there: they never expire"
     )
 

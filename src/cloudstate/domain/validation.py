@@ -6,7 +6,9 @@ interface reports the same dotted field paths and messages.
 
 from __future__ import annotations
 
+import math
 import re
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import pydantic
@@ -99,6 +101,44 @@ def parse_field(annotation: Any, value: Any, field: str) -> Any:
             for error in exc.errors(include_url=False)
         ]
         raise ValidationError(errors) from None
+
+
+NUL_MESSAGE = "must not contain NUL (\\u0000) characters"
+NOT_FINITE_MESSAGE = "must be a finite number (JSON has no NaN or Infinity)"
+
+
+def unstorable(value: Any, path: str) -> list[FieldError]:
+    """A ``FieldError`` for each part of a JSON-like ``value`` that no database here can store,
+    by dotted path from ``path``: a string (key or value) holding NUL, which PostgreSQL takes
+    in no text column and no JSONB value, and a NaN or infinite number, which JSONB refuses
+    and SQLite's JSON turns into null. Python's JSON parser accepts all of them."""
+    if isinstance(value, str):
+        return [FieldError(path or "body", NUL_MESSAGE)] if "\x00" in value else []
+    if isinstance(value, float) and not math.isfinite(value):
+        return [FieldError(path or "body", NOT_FINITE_MESSAGE)]
+    if isinstance(value, list):
+        value = dict(enumerate(value))
+    if not isinstance(value, dict):
+        return []
+    errors = []
+    for key, item in value.items():
+        where = ".".join(filter(None, [path, str(key).replace("\x00", "\\u0000")]))
+        if "\x00" in str(key):
+            errors.append(FieldError(where, NUL_MESSAGE))
+        else:
+            errors += unstorable(item, where)
+    return errors
+
+
+def _in_utc(value: datetime) -> datetime:
+    """The moment in UTC: a time zone that pushes it past year 1 or 9999 is out of range."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC") from None
+
+
+UtcDatetime = Annotated[pydantic.AwareDatetime, AfterValidator(_in_utc)]
 
 
 def _message(error: Any) -> str:

@@ -24,6 +24,9 @@ _DESCRIPTIONS = {
 }
 
 
+PROBLEM_SCHEMA = {"$ref": "#/components/schemas/Problem"}
+
+
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """Problem-details responses for ``codes`` plus the ones every protected route can give."""
     wanted = sorted({401, 403, 422, *codes})
@@ -31,7 +34,8 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         code: {
             "model": Problem,
             "description": _DESCRIPTIONS[code],
-            "content": {"application/problem+json": {}},
+            # the schema where the body is: ``model`` alone puts it under application/json
+            "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}},
         }
         for code in wanted
     }

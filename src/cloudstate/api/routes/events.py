@@ -22,7 +22,9 @@ from cloudstate.api.routes import responses
 from cloudstate.api.routes.instances import parse_labels
 from cloudstate.api.schemas import MAX_SEQ, EventOut, EventPage
 from cloudstate.domain.events import EventType
-from cloudstate.exceptions import ValidationError
+from cloudstate.domain.subscriptions import SubscriptionFilter
+from cloudstate.domain.validation import parse
+from cloudstate.exceptions import FieldError, ValidationError
 from cloudstate.service import queries
 from cloudstate.store import Store
 from cloudstate.webhooks.envelope import cloud_event
@@ -48,7 +50,21 @@ def _filters(
         "account": account,
         "labels": parse_labels(label),
     }
-    return {key: value for key, value in chosen.items() if value}
+    where = {key: value for key, value in chosen.items() if value}
+    _check_filter(where)
+    return where
+
+
+def _check_filter(where: dict[str, Any]) -> None:
+    """A 422 naming the query parameter now, not once the query runs: by then a stream has
+    answered 200, and an error could only cut it off."""
+    try:
+        parse(SubscriptionFilter, where)
+    except ValidationError as exc:
+        renamed = {"labels": "label"}  # the filter's field → the query parameter that set it
+        raise ValidationError(
+            FieldError(renamed.get(error.field, error.field), error.message) for error in exc.errors
+        ) from None
 
 
 Filters = Annotated[dict[str, Any], Depends(_filters)]

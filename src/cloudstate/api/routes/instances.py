@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
@@ -73,7 +73,16 @@ def destroy_instance(instance_uuid: UUID, ctx: Context, _: Writer) -> ActionResp
     return _act(ctx, instance_uuid, Action.DESTROY)
 
 
-@router.post("/{instance_uuid}/actions", status_code=202, responses=responses(404, 409, 413, 504))
+_REACHED: dict[int | str, dict[str, Any]] = {
+    200: {"model": ActionResponse, "description": "with wait: the target state reached"}
+}
+
+
+@router.post(
+    "/{instance_uuid}/actions",
+    status_code=202,
+    responses={**_REACHED, **responses(404, 409, 413, 504)},
+)
 def instance_action(
     instance_uuid: UUID, body: ActionRequest, ctx: Context, _: Writer, response: Response
 ) -> ActionResponse:

@@ -47,7 +47,8 @@ def tag_specifications(
 
 
 def to_instance(raw: InstanceTypeDef) -> ProviderInstance:
-    tags = {tag["Key"]: tag["Value"] for tag in raw.get("Tags", []) if "Key" in tag}
+    # Both keys of a tag are optional in the API's shape: a tag without a value reads as "".
+    tags = {tag["Key"]: tag.get("Value", "") for tag in raw.get("Tags", []) if "Key" in tag}
     raw_state = raw.get("State", {}).get("Name", "")
     public = [raw["PublicIpAddress"]] if raw.get("PublicIpAddress") else []
     private = [raw["PrivateIpAddress"]] if raw.get("PrivateIpAddress") else []

@@ -111,6 +111,6 @@ def _id_of(thing: Any) -> str | None:
 def _positive_int(value: object) -> int | None:
     try:
         number = int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite float
         return None
     return number if number > 0 else None
