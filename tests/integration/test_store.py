@@ -270,6 +270,22 @@ class TestOutbox:
             ).all()
         assert sorted(seqs) == [1, 2]
 
+    @pytest.mark.postgres
+    def test_a_conflict_found_by_an_autoflush_is_a_concurrent_update_too(
+        self, postgres_store: Store
+    ) -> None:
+        """A stale row flushed by a query inside the unit (not by ``commit``) raises the same
+        ``ConcurrentUpdateError``, never the ORM's own exception (the API gave a 500)."""
+        store = postgres_store
+        [instance_uuid] = _launch(store, _order(1))
+        with pytest.raises(ConcurrentUpdateError), store.unit_of_work() as stale:
+            row = stale.instances.get(instance_uuid)
+            with store.unit_of_work() as other:
+                other.instances.get(instance_uuid).name = "renamed"
+                other.commit()
+            row.name = "mine"
+            stale.accounts.names()  # a query: autoflushes the stale row
+
     def test_parallel_writers_keep_global_sequence_and_per_instance_numbers(
         self, store: Store
     ) -> None:

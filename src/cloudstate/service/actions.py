@@ -12,6 +12,7 @@ target state (see ``domain.observations``), or fails on a permanent error or tim
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,6 +32,7 @@ from cloudstate.domain.states import (
 )
 from cloudstate.exceptions import (
     ActionNotAllowedError,
+    ConcurrentUpdateError,
     ConflictError,
     ProviderError,
     ProviderNotFoundError,
@@ -75,19 +77,33 @@ def parse_action(value: str | Action) -> Action:
         ) from None
 
 
+ATTEMPTS = 3  # a worker updating one of the instances meanwhile: read them again, retry
+
+
 def request_actions(
     store: Store, uuids: Sequence[UUID], action: str | Action, *, strict: bool = True
 ) -> list[ActionResult]:
     """Accept ``action`` for each instance.
 
     ``strict`` (the default): all or nothing; an unknown uuid or a forbidden action raises and
-    nothing is written. Otherwise each instance gets its own result (bulk API).
+    nothing is written. Otherwise each instance gets its own result (bulk API). When a worker
+    changes one of the instances while the request is being written, the request is judged
+    again on the fresh rows (``ConcurrentUpdateError`` only if that keeps happening).
     """
     chosen = parse_action(action)
     if not uuids:
         raise ValidationError("at least one instance is required", field="uuids")
     if len(set(uuids)) != len(uuids):
         raise ValidationError("an instance is listed more than once", field="uuids")
+    for _ in range(ATTEMPTS - 1):
+        with contextlib.suppress(ConcurrentUpdateError):
+            return _request(store, uuids, chosen, strict)
+    return _request(store, uuids, chosen, strict)
+
+
+def _request(
+    store: Store, uuids: Sequence[UUID], chosen: Action, strict: bool
+) -> list[ActionResult]:
     with store.unit_of_work() as uow:
         if strict:
             rows = uow.instances.get_many(list(uuids))

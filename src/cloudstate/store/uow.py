@@ -26,7 +26,12 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from cloudstate.domain.events import EventDraft
-from cloudstate.exceptions import ConcurrentUpdateError, ConflictError, StoreError
+from cloudstate.exceptions import (
+    CloudStateError,
+    ConcurrentUpdateError,
+    ConflictError,
+    StoreError,
+)
 from cloudstate.store.crypto import SecretBox
 from cloudstate.store.database import Database
 from cloudstate.store.deliveries import DeliveryRepository
@@ -83,6 +88,10 @@ class UnitOfWork:
         self.session.rollback()
         self.session.close()
         self._pending.clear()
+        if isinstance(exc, SQLAlchemyError):
+            # Raised inside the block (an autoflush before a query, a query itself): the same
+            # errors as a failed commit, so callers never see the ORM's own exceptions.
+            raise _translated(exc) from exc
 
     def record(self, draft: EventDraft, instance: Instance | None = None) -> None:
         """Describe a change made in this unit of work; it commits with the change.
@@ -113,14 +122,8 @@ class UnitOfWork:
             self.session.flush()
             events = self._write_events()
             self.session.commit()
-        except StaleDataError as exc:
-            raise ConcurrentUpdateError("another writer changed this instance first") from exc
-        except IntegrityError as exc:
-            raise ConflictError(f"the change conflicts with stored data: {exc.orig}") from exc
-        except OperationalError as exc:
-            raise StoreError(f"database unavailable: {exc.orig}") from exc
         except SQLAlchemyError as exc:
-            raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
+            raise _translated(exc) from exc
         finally:
             self._pending.clear()
             self._before_commit.clear()
@@ -183,3 +186,13 @@ def _event_row(pending: _Pending, now: Any) -> Event:
         time=now,
         data=draft.data,
     )
+
+
+def _translated(exc: SQLAlchemyError) -> CloudStateError:
+    if isinstance(exc, StaleDataError):
+        return ConcurrentUpdateError("another writer changed this instance first")
+    if isinstance(exc, IntegrityError):
+        return ConflictError(f"the change conflicts with stored data: {exc.orig}")
+    if isinstance(exc, OperationalError):
+        return StoreError(f"database unavailable: {exc.orig}")
+    return StoreError(f"database write failed: {exc.__class__.__name__}")
