@@ -278,13 +278,18 @@ class TestOutbox:
         ``ConcurrentUpdateError``, never the ORM's own exception (the API gave a 500)."""
         store = postgres_store
         [instance_uuid] = _launch(store, _order(1))
-        with pytest.raises(ConcurrentUpdateError), store.unit_of_work() as stale:
-            row = stale.instances.get(instance_uuid)
-            with store.unit_of_work() as other:
-                other.instances.get(instance_uuid).name = "renamed"
-                other.commit()
-            row.name = "mine"
-            stale.accounts.names()  # a query: autoflushes the stale row
+
+        def write_a_stale_row() -> None:
+            with store.unit_of_work() as stale:
+                row = stale.instances.get(instance_uuid)
+                with store.unit_of_work() as other:
+                    other.instances.get(instance_uuid).name = "renamed"
+                    other.commit()
+                row.name = "mine"
+                stale.accounts.names()  # a query: autoflushes the stale row
+
+        with pytest.raises(ConcurrentUpdateError):
+            write_a_stale_row()
 
     def test_parallel_writers_keep_global_sequence_and_per_instance_numbers(
         self, store: Store
