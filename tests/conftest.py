@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 
 from cloudstate.config import Settings, load_settings
 from cloudstate.store import Store
-from cloudstate.store.tables import Base
+from databases import psycopg_url, truncate
 
 PG_ADMIN_URL = os.environ.get(
     "CLOUDSTATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -26,14 +26,10 @@ PG_ADMIN_URL = os.environ.get(
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
-def _psycopg(url: str) -> str:
-    return url.replace("postgresql://", "postgresql+psycopg://", 1)
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for this test session."""
-    admin = create_engine(_psycopg(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
+    admin = create_engine(psycopg_url(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
     name = f"cloudstate_test_{os.getpid()}_{secrets.token_hex(3)}"
     try:
         with admin.connect() as connection:
@@ -80,7 +76,7 @@ def settings(request: pytest.FixtureRequest, home: Path) -> Settings:
     if request.param == "sqlite":
         return load_settings(home=home)
     url = request.getfixturevalue("_postgres_schema")
-    _truncate(url)
+    truncate(url)
     return load_settings(home=home, database_url=url)
 
 
@@ -97,15 +93,7 @@ def store(settings: Settings) -> Iterator[Store]:
 def postgres_store(_postgres_schema: str, home: Path) -> Iterator[Store]:
     """A migrated, emptied store on PostgreSQL only, for what SQLite has no counterpart of
     (LISTEN/NOTIFY: there, one process holds every worker and wakes them itself)."""
-    _truncate(_postgres_schema)
+    truncate(_postgres_schema)
     opened = Store.from_settings(load_settings(home=home, database_url=_postgres_schema))
     yield opened
     opened.close()
-
-
-def _truncate(url: str) -> None:
-    engine = create_engine(_psycopg(url))
-    tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
-    with engine.begin() as connection:
-        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    engine.dispose()

@@ -22,7 +22,7 @@ from openapi_document import concrete, operations
 
 from cloudstate.api.errors import MAX_BODY_BYTES
 from cloudstate.domain.validation import MAX_USER_DATA_BYTES, NOT_FINITE_MESSAGE, NUL_MESSAGE
-from conftest import _truncate
+from databases import truncate
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ def api(
     settings = dict(FAST)
     if request.param == "postgresql":
         settings["database_url"] = request.getfixturevalue("_postgres_schema")
-        _truncate(settings["database_url"])
+        truncate(settings["database_url"])
     with LiveApi(tmp_path_factory.mktemp("bad-input"), settings=settings) as live:
         yield live
 

@@ -38,7 +38,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from cloudstate.testing import wait_until
-from conftest import _truncate
+from databases import truncate
 
 pytestmark = [
     pytest.mark.slow,
@@ -75,7 +75,7 @@ def api(
     settings = dict(FAST)
     if request.param == "postgresql":
         settings["database_url"] = request.getfixturevalue("_postgres_schema")
-        _truncate(settings["database_url"])
+        truncate(settings["database_url"])
     with LiveApi(tmp_path_factory.mktemp("schemathesis"), settings=settings) as live:
         yield live
 
