@@ -30,7 +30,6 @@ from cloudstate.providers.simulator import STATE_MAP, LedgerEntry
 from cloudstate.testing import wait_until
 
 START_SECONDS = 30.0
-STAMP_SLACK = 1.0  # seconds a claim may stamp its start before it really began (see below)
 STEADY = frozenset({"running", "stopped", "terminated"})
 """Simulator states an instance stays in until something is done to it."""
 
@@ -43,12 +42,7 @@ class Cycle:
     worker: str
     started: float  # epoch seconds
     ended: float  # finished_at, or expires_at when the worker never released it
-    expires: float  # when the lease ran out, as last renewed
     finished: bool
-
-    @property
-    def released_in_time(self) -> bool:
-        return self.finished and self.ended <= self.expires
 
 
 @dataclass
@@ -176,13 +170,7 @@ def epoch(moment: datetime) -> float:
 
 def lease_overlaps(cycles: Sequence[Cycle]) -> list[str]:
     """Pairs of leases of one account held at the same time: each lease runs from its start to
-    its release (or, never released, to its expiry), and the next may only start after.
-
-    One imprecision of the log is allowed for: a claim stamps its start with the clock read
-    just before its transaction, so a claim that had to wait for the previous holder's release
-    can appear to start up to ``STAMP_SLACK`` seconds before it. That is only possible when
-    the previous lease was released before it expired (else the claim did not wait for it).
-    """
+    its release (or, never released, to its expiry), and the next may only start after."""
     found: list[str] = []
     by_account: dict[str, list[Cycle]] = defaultdict(list)
     for cycle in cycles:
@@ -191,8 +179,7 @@ def lease_overlaps(cycles: Sequence[Cycle]) -> list[str]:
         leases.sort(key=lambda c: c.started)
         holder = leases[0]
         for lease in leases[1:]:
-            stamped_early = holder.released_in_time and holder.ended - lease.started < STAMP_SLACK
-            if lease.started < holder.ended and not stamped_early:
+            if lease.started < holder.ended:
                 found.append(
                     f"{account}: {lease.worker} took it at {lease.started:.3f} while "
                     f"{holder.worker} held it until {holder.ended:.3f}"
