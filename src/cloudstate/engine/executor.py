@@ -17,7 +17,7 @@ from cloudstate.domain.states import Action, InstanceState
 from cloudstate.engine.backoff import backoff
 from cloudstate.engine.drivers import DriverPool
 from cloudstate.engine.loop import TickResult
-from cloudstate.exceptions import ProviderError
+from cloudstate.exceptions import CloudStateError, ProviderError
 from cloudstate.service import actions
 from cloudstate.service.actions import OperationJob
 from cloudstate.service.recording import OPEN
@@ -54,7 +54,15 @@ class Executor:
             self.store, self.worker_id, limit=BATCH, now=now, lease=LEASE
         )
         for job in jobs:
-            self._execute(job)
+            try:
+                self._execute(job)
+            except CloudStateError as exc:
+                # One job's bookkeeping failing (a concurrent update, a deadlock) must not
+                # strand the rest of the batch until their claims expire; this one's claim
+                # expires and it is retried.
+                log.warning(
+                    "%s %s: %s; the rest of the batch goes on", job.action, job.instance_uuid, exc
+                )
         if not jobs:
             return TickResult(worked=bool(expired), busy=self._open())
         return TickResult(worked=True, more=len(jobs) == BATCH)
