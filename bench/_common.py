@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import ctypes.util
 import json
+import logging
 import os
 import platform
 import shutil
@@ -67,6 +70,8 @@ def options(description: str) -> Options:
     args = parser.parse_args()
     for name in [key for key in os.environ if key.startswith("CLOUDSTATE_")]:
         del os.environ[name]  # the benchmarks set every setting they depend on themselves
+    # SIGTERM unwinds like Ctrl-C, so the children are stopped and the database dropped
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(128 + signal.SIGTERM))
     return Options(quick=args.quick, json_path=args.json)
 
 
@@ -242,6 +247,8 @@ def throwaway_database(tag: str) -> Iterator[str]:
     """A fresh database ``cloudstate_bench_<tag>_<pid>`` on the server; dropped afterwards."""
     name = f"cloudstate_bench_{tag}_{os.getpid()}"
     with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        for stale in _stale_databases(conn):
+            conn.execute(f'DROP DATABASE IF EXISTS "{stale}" WITH (FORCE)')
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
     base = POSTGRES.rsplit("/", 1)[0]
@@ -250,6 +257,29 @@ def throwaway_database(tag: str) -> Iterator[str]:
     finally:
         with psycopg.connect(POSTGRES, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _stale_databases(conn: psycopg.Connection[Any]) -> list[str]:
+    """Databases of benchmarks whose process is gone (killed before it could drop them)."""
+    rows = conn.execute(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'cloudstate\\_bench\\_%'"
+    ).fetchall()
+    stale = []
+    for (name,) in rows:
+        pid = name.rsplit("_", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.append(name)
+    return stale
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def settings(home: Path, database_url: str, **overrides: Any) -> Settings:
@@ -310,6 +340,7 @@ class Children:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         log.close()
         self.procs.append((name, proc))
@@ -340,6 +371,14 @@ class Children:
 
     def log_tail(self, name: str, chars: int = 3000) -> str:
         return (self.logs / f"{name}.log").read_text(errors="replace")[-chars:]
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when the benchmark dies, even by SIGKILL
+    (Linux ``PR_SET_PDEATHSIG``), so no worker or server outlives its benchmark."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def profiled(name: str, argv: Sequence[str]) -> list[str]:
@@ -488,8 +527,6 @@ def vacuum_url(url: str) -> None:
 
 def quiet_logs() -> None:
     """The engine logs warnings we provoke on purpose; keep the benchmark's output readable."""
-    import logging
-
     logging.getLogger("cloudstate").setLevel(logging.ERROR)
 
 
