@@ -194,3 +194,22 @@ class CuttableProxy:
                 target.sendall(chunk)
         with contextlib.suppress(OSError):
             target.shutdown(socket.SHUT_WR)
+
+
+def burst_worker(
+    home: Path, settings: dict[str, str], failpoint: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``cloudstate worker --burst`` on ``home`` with ``settings``, optionally armed to SIGKILL
+    itself at ``failpoint``; returns when it is idle, timed out or dead."""
+    env = {**os.environ, **settings, "CLOUDSTATE_HOME": str(home)}
+    env.pop("CLOUDSTATE_FAILPOINTS", None)
+    if failpoint:
+        env["CLOUDSTATE_FAILPOINTS"] = failpoint
+    return subprocess.run(
+        [sys.executable, "-m", "cloudstate", "worker", "--burst", "--timeout", "60"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

@@ -8,14 +8,12 @@ against what actually arrived over HTTP.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from server import burst_worker
 
 from cloudstate.embedded import CloudState
 from cloudstate.service.accounts import add_subscription
@@ -41,21 +39,6 @@ ENVIRONMENT = {
 def receiver() -> Iterator[WebhookReceiver]:
     with WebhookReceiver() as server:
         yield server
-
-
-def _worker(home: Path, failpoint: str | None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **ENVIRONMENT, "CLOUDSTATE_HOME": str(home)}
-    env.pop("CLOUDSTATE_FAILPOINTS", None)
-    if failpoint:
-        env["CLOUDSTATE_FAILPOINTS"] = failpoint
-    return subprocess.run(
-        [sys.executable, "-m", "cloudstate", "worker", "--burst", "--timeout", "60"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def _prepare(home: Path, hook: str) -> list[uuid.UUID]:
@@ -90,12 +73,12 @@ def test_a_killed_worker_loses_and_duplicates_nothing(
     home = tmp_path / "home"
     uuids = _prepare(home, receiver.url)
 
-    crashed = _worker(home, failpoint)
+    crashed = burst_worker(home, ENVIRONMENT, failpoint)
     assert crashed.returncode == -9, crashed.stderr  # really died at the failpoint
     cloud = simulated_cloud(home / "simulator.db", honor_client_token=False)
     assert sum(cloud.creates_per_uuid("simulator").values()) == created_before_restart
     cloud.close()
-    finished = _worker(home, None)
+    finished = burst_worker(home, ENVIRONMENT, None)
     assert finished.returncode == 0, finished.stderr
 
     cloud = simulated_cloud(home / "simulator.db", honor_client_token=False)

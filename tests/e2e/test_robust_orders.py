@@ -7,15 +7,13 @@ the outcome twice: in cloudstate (order and instance states, events) and in the 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from server import burst_worker
 
 from cloudstate.domain.events import EventRecord, EventType
 from cloudstate.domain.states import InstanceState
@@ -319,21 +317,6 @@ ENVIRONMENT = {
 }
 
 
-def _worker(home: Path, failpoint: str | None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **ENVIRONMENT, "CLOUDSTATE_HOME": str(home)}
-    env.pop("CLOUDSTATE_FAILPOINTS", None)
-    if failpoint:
-        env["CLOUDSTATE_FAILPOINTS"] = failpoint
-    return subprocess.run(
-        [sys.executable, "-m", "cloudstate", "worker", "--burst", "--timeout", "60"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("failpoint", ["rollback.before_destroy", "rollback.after_destroy"])
 def test_a_worker_killed_during_a_rollback_is_finished_by_the_next(
@@ -350,12 +333,12 @@ def test_a_worker_killed_during_a_rollback_is_finished_by_the_next(
             order_of(one(), one(), one(), one(image=BAD_IMAGE), policy="all_or_nothing")
         )
 
-    crashed = _worker(home, failpoint)
+    crashed = burst_worker(home, ENVIRONMENT, failpoint)
     assert crashed.returncode == -9, crashed.stderr  # really died at the failpoint
     with CloudState(home=home, simulator_fast=True) as cs:
         assert order(cs, view).state == "rolling_back"
 
-    finished = _worker(home, None)
+    finished = burst_worker(home, ENVIRONMENT, None)
     assert finished.returncode == 0, finished.stderr
 
     with CloudState(home=home, simulator_fast=True) as cs:
