@@ -133,7 +133,9 @@ def leased_cycle(reconciler: Reconciler, store: Store, fleet: Fleet) -> None:
     if claimed is None:
         raise RuntimeError("could not lease the account")
     try:
-        reconciler.cycle(*claimed)
+        reconciler.cycle(
+            service.Lease(claimed[0], reconciler.worker_id, reconciler.lease), claimed[1]
+        )
     finally:
         service.release_account(store, claimed[0], reconciler.worker_id)
 

@@ -20,6 +20,7 @@ meets them, with ``raise ... from exc``, so nothing outside this tree escapes a 
     ├── UnreachableError            no answer from the API (refused, DNS, timeout)
     ├── CryptoError                 stored secret cannot be decrypted with any configured key
     ├── StoreError                  the database failed or is not at the expected migration
+    ├── LeaseLostError              a worker's lease on an account expired and was taken over
     └── ProviderError               a cloud call failed (see ``retryable``)
         ├── ProviderThrottledError  the provider asked us to slow down            retryable
         ├── ProviderUnavailableError the provider cannot be reached / 5xx / timeout retryable
@@ -122,6 +123,16 @@ class CryptoError(CloudStateError):
 
 class StoreError(CloudStateError):
     """The database failed, or its schema is not at the migration this code expects."""
+
+
+class LeaseLostError(CloudStateError):
+    """A worker's lease on an account ran out (another worker may hold it now): the write it
+    fenced was not made, and the worker must stop working on that account."""
+
+    def __init__(self, account_id: int, worker: str) -> None:
+        self.account_id = account_id
+        self.worker = worker
+        super().__init__(f"account {account_id}: {worker} no longer holds its lease")
 
 
 class ProviderError(CloudStateError):

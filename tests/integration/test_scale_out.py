@@ -16,19 +16,29 @@ import pytest
 from sqlalchemy import select, text
 
 from cloudstate.domain.events import EventDraft, EventType
+from cloudstate.domain.observations import ORPHANS_OPTION, Observation
+from cloudstate.domain.states import InstanceState
 from cloudstate.engine.heartbeat import Heartbeat
 from cloudstate.engine.listener import WorkListener
 from cloudstate.engine.ratelimit import SharedCallBudget
+from cloudstate.exceptions import LeaseLostError
 from cloudstate.service import workers
-from cloudstate.service.observations import claim_account, release_account, renew_account
+from cloudstate.service.observations import (
+    Lease,
+    apply_page,
+    claim_account,
+    release_account,
+    renew_account,
+)
 from cloudstate.store import Store
-from cloudstate.store.tables import LeaseLog, Worker, utcnow
+from cloudstate.store.tables import Account, Event, Instance, LeaseLog, Worker, utcnow
 from cloudstate.testing import wait_until
 
 
-def _account(store: Store, name: str = "sim") -> int:
+def _account(store: Store, name: str = "sim", *, adopt: bool = False) -> int:
     with store.unit_of_work() as uow:
-        account = uow.accounts.add(name, "simulator")
+        config = {ORPHANS_OPTION: "adopt"} if adopt else {}
+        account = uow.accounts.add(name, "simulator", config=config)
         uow.commit()
         return account.id
 
@@ -87,7 +97,7 @@ def test_each_reconcile_lease_is_logged_from_claim_to_release(store: Store) -> N
     account_id = _account(store)
     lease = timedelta(seconds=30)
     assert claim_account(store, "worker-a", now=utcnow(), lease=lease) == (account_id, "sim")
-    assert renew_account(store, account_id, "worker-a", lease)
+    assert renew_account(store, Lease(account_id, "worker-a", lease))
     release_account(store, account_id, "worker-a")
 
     with store.read() as session:
@@ -116,6 +126,59 @@ def test_a_crashed_workers_account_is_taken_over_after_one_lease_and_never_overl
     assert (a.worker_id, b.worker_id) == ("worker-a", "worker-b")
     assert a.finished_at is None  # it crashed: its lease ended when it expired
     assert a.expires_at <= b.started_at
+
+
+def _running(provider_id: str) -> Observation:
+    """An instance the account has and cloudstate does not know: the ``adopt`` policy makes
+    it a tracked instance (rows and events) when a page is applied."""
+    return Observation(uuid.uuid4(), provider_id, InstanceState.RUNNING, "running")
+
+
+def test_a_worker_whose_lease_ran_out_writes_nothing_and_its_log_ends_at_the_expiry(
+    store: Store,
+) -> None:
+    """Fencing. Worker A's lease runs out mid-cycle and B takes the account over; A's next
+    page would adopt an instance, but its transaction finds the lease gone: nothing of it is
+    written (no instance, no event), A gets ``LeaseLostError``, A's release leaves B's lease
+    alone, and the log ends A's lease at its last renewal, before B's began."""
+    account_id = _account(store, adopt=True)
+    period = timedelta(seconds=0.3)
+    now = utcnow()
+    assert claim_account(store, "worker-a", now=now, lease=period) is not None
+    a = Lease(account_id, "worker-a", period)
+    apply_page(store, a, [_running("i-1")], utcnow())  # in time: written, lease renewed
+    time.sleep(0.35)
+    assert claim_account(store, "worker-b", now=utcnow(), lease=timedelta(seconds=30))
+
+    with pytest.raises(LeaseLostError):
+        apply_page(store, a, [_running("i-2")], utcnow())
+    assert not renew_account(store, a)
+    release_account(store, account_id, "worker-a")
+
+    with store.read() as session:
+        adopted = session.scalars(select(Instance.provider_id)).all()
+        events = session.scalars(select(Event.type)).all()
+        account = session.get_one(Account, account_id)
+        first, second = session.scalars(select(LeaseLog).order_by(LeaseLog.id))
+    assert adopted == ["i-1"]
+    assert len(events) == 2  # i-1's created and state events; nothing of i-2
+    assert account.lease_owner == "worker-b"
+    assert first.finished_at is not None
+    assert first.finished_at <= first.expires_at <= second.started_at
+
+
+def test_an_expired_lease_no_one_took_over_still_fences(store: Store) -> None:
+    """An expired lease is lost even when no other worker claimed the account yet: a claim
+    could happen at any moment, so the write is refused all the same."""
+    account_id = _account(store, adopt=True)
+    period = timedelta(seconds=0.2)
+    assert claim_account(store, "worker-a", now=utcnow(), lease=period) is not None
+    time.sleep(0.25)
+
+    with pytest.raises(LeaseLostError):
+        apply_page(store, Lease(account_id, "worker-a", period), [_running("i-1")], utcnow())
+    with store.read() as session:
+        assert session.scalars(select(Instance)).all() == []
 
 
 # --- the worker registry ---------------------------------------------------------------------

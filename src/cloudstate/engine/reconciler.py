@@ -20,7 +20,7 @@ from cloudstate.engine.backoff import backoff
 from cloudstate.engine.drivers import DriverPool
 from cloudstate.engine.loop import TickResult
 from cloudstate.engine.observations import observations
-from cloudstate.exceptions import ProviderAuthError, ProviderError
+from cloudstate.exceptions import LeaseLostError, ProviderAuthError, ProviderError
 from cloudstate.providers.base import Driver
 from cloudstate.service import observations as service
 from cloudstate.store import Store
@@ -53,33 +53,34 @@ class Reconciler:
             due = service.next_cycle_within(self.store, horizon)
             return TickResult(busy=due or service.anything_changing(self.store))
         account_id, name = claimed
+        lease = service.Lease(account_id, self.worker_id, self.lease)
         try:
-            self.cycle(account_id, name)
+            self.cycle(lease, name)
+        except LeaseLostError:
+            log.warning("account %s: lease ran out mid-cycle; the cycle's rest is dropped", name)
         finally:
             service.release_account(self.store, account_id, self.worker_id)
         return TickResult(worked=True, more=True)
 
-    def cycle(self, account_id: int, name: str) -> None:
-        """List every page, apply each, then judge what was not seen."""
+    def cycle(self, lease: service.Lease, name: str) -> None:
+        """List every page, apply each, then judge what was not seen. Every write is fenced
+        by ``lease``: once it has run out, ``LeaseLostError`` ends the cycle unwritten."""
         started = utcnow()
         seen: set[UUID] = set()
         try:
-            self._check_expiry(account_id)
-            driver = self.pool.for_account(account_id)
-            self._pages(driver, account_id, seen)
-            self._realms(driver, account_id)
-        except _LeaseLost:
-            log.info("account %s: taken over by another worker mid-cycle", name)
-            return
+            self._check_expiry(lease.account_id)
+            driver = self.pool.for_account(lease.account_id)
+            self._pages(driver, lease, seen)
+            self._realms(driver, lease)
         except ProviderError as exc:
-            failures = self._failures(account_id) + 1
+            failures = self._failures(lease.account_id) + 1
             retry = timedelta(seconds=min(backoff(failures), self.slow.total_seconds()))
             log.warning(
                 "account %s: listing failed (%s); retry in %.1fs", name, exc, retry.total_seconds()
             )
             service.account_failed(
                 self.store,
-                account_id,
+                lease,
                 exc,
                 threshold=self.settings.unreachable_after_failures,
                 retry_in=retry,
@@ -88,7 +89,7 @@ class Reconciler:
         grace = timedelta(seconds=self.settings.pending_grace_seconds)
         service.finish_cycle(
             self.store,
-            account_id,
+            lease,
             seen,
             started_at=started,
             grace=grace,
@@ -96,24 +97,22 @@ class Reconciler:
             slow=self.slow,
         )
 
-    def _pages(self, driver: Driver, account_id: int, seen: set[UUID]) -> None:
+    def _pages(self, driver: Driver, lease: service.Lease, seen: set[UUID]) -> None:
         token: str | None = None
         while True:
             observed_at = utcnow()
             page = driver.list_page(token)
             batch = observations(page.instances)
-            result = service.apply_page(self.store, account_id, batch, observed_at)
+            result = service.apply_page(self.store, lease, batch, observed_at)
             if result.destroy:
-                self._destroy_orphans(driver, account_id, result.destroy)
+                self._destroy_orphans(driver, lease, result.destroy)
             seen.update(item.uuid for item in batch)
             token = page.next_token
             if token is None:
                 return
-            if not service.renew_account(self.store, account_id, self.worker_id, self.lease):
-                raise _LeaseLost()
 
     def _destroy_orphans(
-        self, driver: Driver, account_id: int, found: Sequence[tuple[Observation, str]]
+        self, driver: Driver, lease: service.Lease, found: Sequence[tuple[Observation, str]]
     ) -> None:
         """The ``destroy`` orphan policy: one destroy call per orphan, then each is recorded
         (so never destroyed twice). A refused destroy is recorded as ``destroy_failed``."""
@@ -122,18 +121,18 @@ class Reconciler:
                 driver.act(seen.provider_id, Action.DESTROY)
             except ProviderError as exc:
                 log.warning("orphan %s: destroy failed (%s)", seen.provider_id, exc)
-                service.record_orphans(self.store, account_id, [(seen, reason)], "destroy_failed")
+                service.record_orphans(self.store, lease, [(seen, reason)], "destroy_failed")
             else:
-                service.record_orphans(self.store, account_id, [(seen, reason)], "destroyed")
+                service.record_orphans(self.store, lease, [(seen, reason)], "destroyed")
 
-    def _realms(self, driver: Driver, account_id: int) -> None:
+    def _realms(self, driver: Driver, lease: service.Lease) -> None:
         """Realm availability, checked about once per slow interval."""
         with self.store.read() as session:
-            checked = session.get_one(Account, account_id).realms_checked_at
+            checked = session.get_one(Account, lease.account_id).realms_checked_at
         if checked is not None and utcnow() - checked < self.slow:
             return
         realms = [(realm.name, realm.available, realm.reason) for realm in driver.list_realms()]
-        service.update_realms(self.store, account_id, realms)
+        service.update_realms(self.store, lease, realms)
 
     def _check_expiry(self, account_id: int) -> None:
         """Credentials past their ``credentials_expire_at`` count as refused, without calling
@@ -146,10 +145,3 @@ class Reconciler:
     def _failures(self, account_id: int) -> int:
         with self.store.read() as session:
             return session.get_one(Account, account_id).consecutive_failures
-
-
-class _LeaseLost(ProviderError):
-    """Another worker took this account over mid-cycle (our lease expired): stop quietly."""
-
-    def __init__(self) -> None:
-        super().__init__("account lease lost to another worker")

@@ -104,35 +104,57 @@ def request_actions(
 def _request(
     store: Store, uuids: Sequence[UUID], chosen: Action, strict: bool
 ) -> list[ActionResult]:
+    """Judge and write one request. The rows are read in one query and changed in uuid
+    order, and the accounts to reconcile soon are updated last: every writer locks instances
+    in uuid order and the account row after them, so a bulk request and a reconcile page
+    never wait on each other in a cycle."""
     with store.unit_of_work() as uow:
         if strict:
             rows = uow.instances.get_many(list(uuids))
         else:
-            rows = [row for row in map(uow.instances.find, uuids) if row is not None]
+            rows = list(uow.session.scalars(select(Instance).where(Instance.uuid.in_(uuids))))
+        rows.sort(key=lambda row: row.uuid)
         refusals = _refusals(rows, chosen)
         if strict and len(refusals) == 1:
             raise next(iter(refusals.values()))
         if strict and refusals:
             lines = "; ".join(str(error) for error in refusals.values())
             raise ConflictError(f"cannot {chosen} {len(refusals)} instance(s): {lines}")
-        found = {row.uuid: row for row in rows}
-        results = [_result(uow, found.get(u), u, chosen, refusals) for u in uuids]
+        accepted = [row for row in rows if row.uuid not in refusals]
+        if chosen is Action.DESTROY:
+            _cancel_open(uow, [row.uuid for row in accepted], reason="superseded by destroy")
+        names = uow.accounts.names()
+        done = {row.uuid: _accept(uow, row, chosen, names[row.account_id]) for row in accepted}
+        _reconcile_soon(uow, {row.account_id for row in accepted})
+        results = [_result(done, refusals, u) for u in uuids]
         uow.commit()
     return results
 
 
 def _result(
-    uow: UnitOfWork,
-    row: Instance | None,
-    instance_uuid: UUID,
-    action: Action,
+    done: dict[UUID, ActionResult],
     refusals: dict[UUID, ActionNotAllowedError],
+    instance_uuid: UUID,
 ) -> ActionResult:
-    if row is None:
-        return ActionResult(instance_uuid, False, error=f"instance {instance_uuid} not found")
     if instance_uuid in refusals:
         return _refused(instance_uuid, refusals[instance_uuid])
-    return _accept(uow, row, action)
+    if instance_uuid in done:
+        return done[instance_uuid]
+    return ActionResult(instance_uuid, False, error=f"instance {instance_uuid} not found")
+
+
+def _reconcile_soon(uow: UnitOfWork, accounts: set[int]) -> None:
+    """Acted on: those accounts are reconciled at once (on the fast cadence from then on).
+    Pending instance changes are flushed first, so the account rows are locked last."""
+    if not accounts:
+        return
+    now = utcnow()
+    uow.session.execute(
+        update(Account)
+        .where(Account.id.in_(sorted(accounts)), Account.next_reconcile_at > now)
+        .values(next_reconcile_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _refusals(rows: Sequence[Instance], action: Action) -> dict[UUID, ActionNotAllowedError]:
@@ -150,21 +172,19 @@ def _refused(instance_uuid: UUID, error: ActionNotAllowedError) -> ActionResult:
     return ActionResult(instance_uuid, False, error=str(error), allowed=error.allowed)
 
 
-def _accept(uow: UnitOfWork, row: Instance, action: Action) -> ActionResult:
-    account = uow.session.get_one(Account, row.account_id)
-    account.next_reconcile_at = utcnow()  # acted on: reconcile this account fast
+def _accept(uow: UnitOfWork, row: Instance, action: Action, account: str) -> ActionResult:
+    """Accept an action ``check_action`` allowed (the caller cancels a destroy's queued
+    predecessors and schedules the reconcile)."""
     if action is Action.DESTROY and row.provider_id is None and row.launch_requested_at is None:
-        return _destroy_unlaunched(uow, row, account.name)
+        return _destroy_unlaunched(uow, row, account)
     effect = EFFECTS[action]
-    if action is Action.DESTROY:
-        _cancel_open(uow, row.uuid, reason="superseded by destroy")
     operation = OperationRow(id=uuid4(), instance_uuid=row.uuid, action=action)
     uow.session.add(operation)
     row.operation = effect.operation
     record(
         uow,
         row,
-        account.name,
+        account,
         EventType.INSTANCE_ACTION_REQUESTED,
         action=str(action),
         operation_id=str(operation.id),
@@ -179,7 +199,11 @@ def request_destroy(uow: UnitOfWork, row: Instance) -> bool:
     operation = Operation(row.operation) if row.operation else None
     if Action.DESTROY not in allowed_actions(InstanceState(row.state), operation):
         return False
-    _accept(uow, row, Action.DESTROY)
+    _cancel_open(uow, [row.uuid], reason="superseded by destroy")
+    _accept(uow, row, Action.DESTROY, uow.session.get_one(Account, row.account_id).name)
+    # Once per account and unit of work, at commit: the account row is locked last.
+    account = row.account_id
+    uow.before_commit(("reconcile soon", account), lambda: _reconcile_soon(uow, {account}))
     return True
 
 
@@ -214,10 +238,13 @@ def _destroy_unlaunched(uow: UnitOfWork, row: Instance, account: str) -> ActionR
     return ActionResult(row.uuid, True, None)
 
 
-def _cancel_open(uow: UnitOfWork, instance_uuid: UUID, reason: str) -> None:
+def _cancel_open(uow: UnitOfWork, uuids: Sequence[UUID], reason: str) -> None:
+    """Cancel the queued (not yet sent) operations of these instances."""
+    if not uuids:
+        return
     uow.session.execute(
         update(OperationRow)
-        .where(OperationRow.instance_uuid == instance_uuid, OperationRow.status == QUEUED)
+        .where(OperationRow.instance_uuid.in_(uuids), OperationRow.status == QUEUED)
         .values(status=CANCELLED, error=reason, finished_at=utcnow())
     )
 

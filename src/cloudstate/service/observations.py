@@ -5,6 +5,15 @@ An observation older than the instance's last local change (an action accepted a
 was fetched) is skipped: the next cycle sees the newer truth. What a cycle did not see is
 judged only at the end of a complete cycle, and "missing" never becomes ``terminated`` unless
 we destroyed the instance ourselves.
+
+Fencing: a cycle's every write is made under the worker's account lease (``Lease``). Just
+before such a transaction commits, ``_hold`` renews the lease with a conditional ``UPDATE``
+that matches only while this worker holds it unexpired; when it matches nothing the whole
+transaction is rolled back and ``LeaseLostError`` raised. The account row stays locked by that
+``UPDATE`` until the commit, so a worker claiming the account after the lease expired (its
+claim skips locked rows) always starts after the last write of the previous holder. The
+account row is taken last in every such transaction, after the instance rows, as in the
+other writers (actions, launches): two transactions never wait on each other in a cycle.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, and_, delete, func, select, update
+from sqlalchemy import ColumnElement, and_, case, delete, func, select, update
 
 from cloudstate.domain.events import EventDraft, EventType
 from cloudstate.domain.observations import (
@@ -27,7 +36,12 @@ from cloudstate.domain.observations import (
     unobservable,
 )
 from cloudstate.domain.states import TRANSITIONAL, InstanceState, Operation, UnknownReason
-from cloudstate.exceptions import ProviderAuthError, ProviderError, ProviderThrottledError
+from cloudstate.exceptions import (
+    LeaseLostError,
+    ProviderAuthError,
+    ProviderError,
+    ProviderThrottledError,
+)
 from cloudstate.service.launches import Launched, launched
 from cloudstate.service.recording import WAITING, commit_changes, record, snapshot
 from cloudstate.store import Store
@@ -35,6 +49,46 @@ from cloudstate.store.tables import Account, Instance, LeaseLog, OperationRow, O
 from cloudstate.store.uow import UnitOfWork
 
 _LIVE = (InstanceState.TERMINATED, InstanceState.NEW)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker's hold on one account for a reconcile cycle; every write of the cycle is
+    fenced by it (see the module's docstring)."""
+
+    account_id: int
+    worker: str
+    period: timedelta
+
+
+def _hold(uow: UnitOfWork, lease: Lease) -> None:
+    """Renew ``lease`` inside ``uow``'s transaction, or raise ``LeaseLostError`` (the caller's
+    unit of work then rolls back). Pending instance changes are flushed first (the ORM
+    autoflushes before the ``UPDATE``), so the account row is locked last."""
+    now = utcnow()
+    expires = now + lease.period
+    held = uow.session.execute(
+        update(Account)
+        .where(
+            Account.id == lease.account_id,
+            Account.lease_owner == lease.worker,
+            Account.lease_expires_at > now,
+        )
+        .values(lease_expires_at=expires)
+        .execution_options(synchronize_session=False)
+    )
+    if _rowcount(held) != 1:
+        raise LeaseLostError(lease.account_id, lease.worker)
+    uow.session.execute(
+        update(LeaseLog)
+        .where(_open_lease(lease.account_id, lease.worker))
+        .values(expires_at=expires)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _rowcount(result: object) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 @dataclass(frozen=True)
@@ -48,9 +102,12 @@ class PageResult:
 
 
 def apply_page(
-    store: Store, account_id: int, observations: Sequence[Observation], observed_at: datetime
+    store: Store, lease: Lease, observations: Sequence[Observation], observed_at: datetime
 ) -> PageResult:
-    """Diff one listing page against the store; changes and events commit together."""
+    """Diff one listing page against the store; changes and events commit together, under
+    ``lease`` (renewed by the same transaction). Instances are changed in uuid order, the
+    order every bulk writer locks them in."""
+    account_id = lease.account_id
     with store.unit_of_work() as uow:
         account = uow.session.get_one(Account, account_id)
         rows = {
@@ -62,7 +119,7 @@ def apply_page(
         policy = orphan_policy(account.config)
         changed = orphans = 0
         destroy: list[tuple[Observation, str]] = []
-        for seen in observations:
+        for seen in sorted(observations, key=lambda o: o.uuid):
             row = rows.get(seen.uuid)
             stray = _stray(row, account_id, seen)
             if row is not None and not stray:
@@ -75,6 +132,7 @@ def apply_page(
                     destroy.append((seen, stray))
             else:
                 orphans += _orphan(uow, account, seen, stray)
+        _hold(uow, lease)
         uow.commit()
     return PageResult(changed, orphans, tuple(destroy))
 
@@ -144,12 +202,13 @@ def _reboot_sent(uow: UnitOfWork, row: Instance) -> bool:
 
 
 def record_orphans(
-    store: Store, account_id: int, found: Sequence[tuple[Observation, str]], action: str
+    store: Store, lease: Lease, found: Sequence[tuple[Observation, str]], action: str
 ) -> int:
     """Report orphans the engine acted on (``action``: ``destroyed`` or ``destroy_failed``)."""
     with store.unit_of_work() as uow:
-        account = uow.session.get_one(Account, account_id)
+        account = uow.session.get_one(Account, lease.account_id)
         count = sum(_orphan(uow, account, seen, reason, action) for seen, reason in found)
+        _hold(uow, lease)
         uow.commit()
     return count
 
@@ -187,7 +246,7 @@ def _orphan(
 
 def finish_cycle(
     store: Store,
-    account_id: int,
+    lease: Lease,
     seen: set[UUID],
     *,
     started_at: datetime,
@@ -195,24 +254,44 @@ def finish_cycle(
     fast: timedelta,
     slow: timedelta,
 ) -> bool:
-    """Judge what a complete cycle did not see; schedule the next cycle. True when fast."""
+    """Judge what a complete cycle did not see; schedule the next cycle, an interval after
+    this one *started* (so the cadence does not stretch with the cycle's own length), and at
+    once if that has passed. True when on the fast cadence.
+
+    Only the uuids of the account's live instances are read to find the missing ones (a
+    cycle over 100,000 instances must not load 100,000 rows); full rows are loaded for the
+    missing ones alone."""
+    account_id = lease.account_id
     with store.unit_of_work() as uow:
-        account = uow.session.get_one(Account, account_id)
-        statement = select(Instance).where(
-            Instance.account_id == account_id,
-            Instance.provider_id.is_not(None),
-            Instance.state.not_in(_LIVE),
+        live = uow.session.scalars(
+            select(Instance.uuid).where(
+                Instance.account_id == account_id,
+                Instance.provider_id.is_not(None),
+                Instance.state.not_in(_LIVE),
+            )
         )
-        for row in uow.session.scalars(statement):
-            if row.uuid not in seen:
-                _missing(uow, row, account.name, started_at, grace)
+        missing = sorted(set(live) - seen)
+        name = uow.session.scalar(select(Account.name).where(Account.id == account_id))
+        for chunk in range(0, len(missing), _CHUNK):
+            rows = uow.session.scalars(
+                select(Instance)
+                .where(Instance.uuid.in_(missing[chunk : chunk + _CHUNK]))
+                .order_by(Instance.uuid)
+            )
+            for row in rows:
+                _missing(uow, row, name or "", started_at, grace)
+        hurry = _needs_fast_cadence(uow, account_id)
+        _hold(uow, lease)
+        account = uow.session.get_one(Account, account_id)
         account.consecutive_failures = 0
         account.status, account.status_reason = "ok", ""
         account.last_cycle_at = started_at
-        hurry = _needs_fast_cadence(uow, account_id)
-        account.next_reconcile_at = utcnow() + (fast if hurry else slow)
+        account.next_reconcile_at = started_at + (fast if hurry else slow)
         uow.commit()
     return hurry
+
+
+_CHUNK = 500  # rows loaded at a time when judging the instances a cycle did not see
 
 
 def _missing(
@@ -243,7 +322,7 @@ def _needs_fast_cadence(uow: UnitOfWork, account_id: int) -> bool:
 
 def account_failed(
     store: Store,
-    account_id: int,
+    lease: Lease,
     error: ProviderError,
     *,
     threshold: int,
@@ -253,15 +332,17 @@ def account_failed(
     not when the last one was throttled: the provider answered, it only asked us to slow down,
     and calling it unreachable would flap the whole fleet on a busy day."""
     with store.unit_of_work() as uow:
-        account = uow.session.get_one(Account, account_id)
-        account.consecutive_failures += 1
-        account.next_reconcile_at = utcnow() + retry_in
+        account = uow.session.get_one(Account, lease.account_id)
+        failures = account.consecutive_failures + 1
         throttled = isinstance(error, ProviderThrottledError)
         if isinstance(error, ProviderAuthError):
             require_credentials(uow, account, error.reason)
-        elif account.consecutive_failures >= threshold and not throttled:
-            account.status, account.status_reason = "unreachable", error.reason
+        elif failures >= threshold and not throttled:
             _all_unknown(uow, account, UnknownReason.PROVIDER_UNREACHABLE)
+            account.status, account.status_reason = "unreachable", error.reason
+        _hold(uow, lease)
+        account.consecutive_failures = failures
+        account.next_reconcile_at = utcnow() + retry_in
         uow.commit()
 
 
@@ -311,8 +392,9 @@ def _all_unknown(uow: UnitOfWork, account: Account, reason: UnknownReason) -> No
             commit_changes(uow, row, account.name, after, changes)
 
 
-def update_realms(store: Store, account_id: int, realms: Sequence[tuple[str, bool, str]]) -> int:
+def update_realms(store: Store, lease: Lease, realms: Sequence[tuple[str, bool, str]]) -> int:
     """Store realm availability; each change is a ``realm.availability_changed`` event."""
+    account_id = lease.account_id
     with store.unit_of_work() as uow:
         account = uow.session.get_one(Account, account_id)
         known = {
@@ -332,6 +414,7 @@ def update_realms(store: Store, account_id: int, realms: Sequence[tuple[str, boo
             data["reason"] = reason
             uow.record(EventDraft(EventType.REALM_AVAILABILITY_CHANGED, data, account=account.name))
             changed += 1
+        _hold(uow, lease)
         account.realms_checked_at = utcnow()
         uow.commit()
     return changed
@@ -377,32 +460,37 @@ def claim_account(
         return account.id, account.name
 
 
-def renew_account(store: Store, account_id: int, worker: str, lease: timedelta) -> bool:
-    """Extend our lease (a heartbeat between pages); False when another worker took it over."""
+def renew_account(store: Store, lease: Lease) -> bool:
+    """Extend ``lease`` on its own (a cycle's writes renew it as they commit); False when it
+    ran out or another worker took the account over."""
     with store.unit_of_work() as uow:
-        account = uow.session.get_one(Account, account_id)
-        if account.lease_owner != worker:
+        try:
+            _hold(uow, lease)
+        except LeaseLostError:
             return False
-        account.lease_expires_at = utcnow() + lease
-        uow.session.execute(
-            update(LeaseLog)
-            .where(_open_lease(account_id, worker))
-            .values(expires_at=account.lease_expires_at)
-        )
         uow.commit()
     return True
 
 
 def release_account(store: Store, account_id: int, worker: str) -> None:
-    """The cycle is over: give the lease back, and close our lease-log entry (even when the
-    lease was taken over meanwhile: the log records when our work really ended)."""
+    """The cycle is over: give the lease back, and close our lease-log entry. When the lease
+    was lost meanwhile, the entry ends at the lease's last renewal: no write of ours was
+    fenced after it (see ``_hold``), and the next holder started later."""
     with store.unit_of_work() as uow:
-        account = uow.session.get(Account, account_id)
-        if account is not None and account.lease_owner == worker:
-            account.lease_owner = None
-            account.lease_expires_at = None
+        now = utcnow()
+        released = uow.session.execute(
+            update(Account)
+            .where(Account.id == account_id, Account.lease_owner == worker)
+            .values(lease_owner=None, lease_expires_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        lost = case((LeaseLog.expires_at < now, LeaseLog.expires_at), else_=now)
+        ended = now if _rowcount(released) else lost
         uow.session.execute(
-            update(LeaseLog).where(_open_lease(account_id, worker)).values(finished_at=utcnow())
+            update(LeaseLog)
+            .where(_open_lease(account_id, worker))
+            .values(finished_at=ended)
+            .execution_options(synchronize_session=False)
         )
         uow.commit()
 

@@ -156,7 +156,7 @@ def _destroy_all(uow: UnitOfWork, order: Order) -> int:
     rows = uow.session.scalars(
         select(Instance)
         .where(Instance.order_id == order.id, Instance.state != InstanceState.TERMINATED)
-        .order_by(Instance.created_at)
+        .order_by(Instance.uuid)  # the order every writer locks instances in
     )
     requested = 0
     for row in list(rows):
@@ -176,7 +176,7 @@ def _stuck(uow: UnitOfWork, order_id: UUID) -> Sequence[Instance]:
         uow.session.scalars(
             select(Instance)
             .where(Instance.order_id == order_id, launching)
-            .order_by(Instance.created_at)
+            .order_by(Instance.uuid)  # the order every writer locks instances in
         )
     )
 
