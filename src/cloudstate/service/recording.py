@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Row, update
 
 from cloudstate.domain.events import EventDraft, EventType
 from cloudstate.domain.observations import Change, Snapshot
@@ -32,7 +32,8 @@ def record(uow: UnitOfWork, row: Instance, account: str, kind: EventType, **deta
         watch_order(uow, row.order_id)
 
 
-def snapshot(row: Instance) -> Snapshot:
+def snapshot(row: Instance | Row[Any]) -> Snapshot:
+    """The observable part of an instance: from its row, or from a query of those columns."""
     return Snapshot(
         state=InstanceState(row.state),
         raw_state=row.raw_state,
