@@ -34,6 +34,7 @@ from cloudstate.exceptions import (
     ActionNotAllowedError,
     ConcurrentUpdateError,
     ConflictError,
+    NotFoundError,
     ProviderError,
     ProviderNotFoundError,
     ValidationError,
@@ -109,11 +110,10 @@ def _request(
     in uuid order and the account row after them, so a bulk request and a reconcile page
     never wait on each other in a cycle."""
     with store.unit_of_work() as uow:
-        if strict:
-            rows = uow.instances.get_many(list(uuids))
-        else:
-            rows = list(uow.session.scalars(select(Instance).where(Instance.uuid.in_(uuids))))
-        rows.sort(key=lambda row: row.uuid)
+        rows = _locked(uow, uuids)
+        if strict and len(rows) < len(uuids):
+            found = {row.uuid for row in rows}
+            raise NotFoundError("instance", ", ".join(str(u) for u in uuids if u not in found))
         refusals = _refusals(rows, chosen)
         if strict and len(refusals) == 1:
             raise next(iter(refusals.values()))
@@ -129,6 +129,16 @@ def _request(
         results = [_result(done, refusals, u) for u in uuids]
         uow.commit()
     return results
+
+
+def _locked(uow: UnitOfWork, uuids: Sequence[UUID]) -> list[Instance]:
+    """The addressed instances, locked in uuid order until the commit (PostgreSQL; SQLite
+    serializes writers anyway): a reconcile page changing one of them meanwhile would make
+    the whole request stale, and a busy fleet would keep it so."""
+    statement = (
+        select(Instance).where(Instance.uuid.in_(uuids)).order_by(Instance.uuid).with_for_update()
+    )
+    return list(uow.session.scalars(statement))
 
 
 def _result(
