@@ -11,25 +11,41 @@ from typing import TypeVar
 from uuid import UUID
 
 from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy.orm import joinedload
 
 from cloudstate.domain.events import EventRecord
 from cloudstate.domain.orders import OrderState
 from cloudstate.domain.states import InstanceState
 from cloudstate.domain.subscriptions import SubscriptionFilter
 from cloudstate.domain.validation import parse
-from cloudstate.exceptions import ValidationError, WaitTimeoutError
+from cloudstate.exceptions import NotFoundError, ValidationError, WaitTimeoutError
 from cloudstate.service.views import InstanceView, OrderView, instance_view, order_view
 from cloudstate.store import Store
-from cloudstate.store.repositories import MAX_PAGE, InstanceQuery, event_record
-from cloudstate.store.tables import Instance, Order, Realm
+from cloudstate.store.repositories import (
+    MAX_PAGE,
+    AccountRepository,
+    InstanceQuery,
+    InstanceRepository,
+    event_record,
+)
+from cloudstate.store.tables import Account, Instance, Order, Realm
 
 S = TypeVar("S", bound=StrEnum)
 
 
 def get_instance(store: Store, instance_uuid: UUID) -> InstanceView:
-    with store.unit_of_work() as uow:
-        row = uow.instances.get(instance_uuid)
-        return instance_view(row, uow.accounts.names()[row.account_id])
+    """One instance with its labels and account name: one query (the API's hottest read)."""
+    statement = (
+        select(Instance, Account.name)
+        .join(Account, Account.id == Instance.account_id)
+        .where(Instance.uuid == instance_uuid)
+        .options(joinedload(Instance.labels))
+    )
+    with store.read() as session:
+        found = session.execute(statement).unique().first()
+        if found is None:
+            raise NotFoundError("instance", instance_uuid)
+        return instance_view(found[0], found[1])
 
 
 def list_instances(
@@ -48,9 +64,9 @@ def list_instances(
         order_id=order_id,
         labels=dict(labels or {}),
     )
-    with store.unit_of_work() as uow:
-        rows = uow.instances.list(query, after=after, limit=limit)
-        names = uow.accounts.names()
+    with store.read() as session:
+        rows = InstanceRepository(session, store.secrets).list(query, after=after, limit=limit)
+        names = AccountRepository(session, store.secrets).names()
         return [instance_view(row, names[row.account_id]) for row in rows]
 
 
