@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+from anyio import to_thread
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -52,6 +54,12 @@ UI_HEADERS = {
 }
 
 
+POOL_SIZE = 20
+"""Database connections of a ``cloudstate api`` process, all kept (no overflow): as many as its
+pool allowed at most before (10 kept + 10 overflow), so the server's connection budget shared
+with the workers is unchanged, but none is opened and closed per request any more."""
+
+
 def create_app(context: ApiContext) -> FastAPI:
     app = FastAPI(
         title="cloudstate",
@@ -60,6 +68,7 @@ def create_app(context: ApiContext) -> FastAPI:
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url=None,
+        lifespan=_lifespan,
     )
     app.state.context = context
     for module in (
@@ -80,6 +89,24 @@ def create_app(context: ApiContext) -> FastAPI:
     errors.install(app)
     app.middleware("http")(_log_request)
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Run at most as many request threads as the store has database connections.
+
+    Synchronous endpoints and dependencies run on AnyIO's default thread limiter (40 threads),
+    and almost each of them needs a connection. We bound the threads by the pool rather than
+    grow the pool to 40: a thread beyond the pool's connections could only wait for one
+    (holding its thread, up to the pool's timeout), while a bigger pool per API process would
+    eat into the database's ``max_connections``, which the API processes share with every
+    worker. Requests beyond the limit wait on the event loop instead.
+    """
+    context: ApiContext = app.state.context
+    connections = context.store.database.max_connections
+    if connections is not None:
+        to_thread.current_default_thread_limiter().total_tokens = connections
+    yield
 
 
 async def _log_request(
