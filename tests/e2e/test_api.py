@@ -9,6 +9,7 @@ an operation gave is declared in the document, every error was problem+json, and
 from __future__ import annotations
 
 import json
+import logging
 import re
 import uuid
 from collections.abc import Iterator
@@ -864,6 +865,31 @@ def test_health_readiness_and_metrics(
         metrics.text,
         re.M,
     )
+
+
+def test_each_request_is_logged_once_with_method_path_status_and_duration(
+    api: LiveApi, reader: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One ``cloudstate.api`` line per request, 404s and refusals by the body limit (before
+    any route) included: method, path without the query string, status and milliseconds,
+    the first three also as the record's fields."""
+    caplog.set_level(logging.INFO, logger="cloudstate.api")
+    secret = uuid.uuid4().hex
+    unknown = uuid.uuid4()
+    assert api.client().get("/healthz", params={"q": secret}).status_code == 200
+    assert reader.get(f"/v1/instances/{unknown}").status_code == 404
+    too_big = reader.post("/v1/orders", content=b" " * (MIB + 1), headers=JSON_TYPE)
+    assert too_big.status_code == 413
+
+    lines = [r for r in caplog.records if r.name == "cloudstate.api"]
+    fields = [(vars(r)["method"], vars(r)["path"], vars(r)["status"]) for r in lines]
+    assert fields == [
+        ("GET", "/healthz", 200),
+        ("GET", f"/v1/instances/{unknown}", 404),
+        ("POST", "/v1/orders", 413),
+    ]
+    assert re.fullmatch(r"GET /healthz 200 \d+\.\dms", lines[0].getMessage())
+    assert all(secret not in r.getMessage() for r in lines)
 
 
 # --- the OpenAPI document --------------------------------------------------------------------

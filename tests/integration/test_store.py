@@ -25,9 +25,11 @@ from cloudstate.exceptions import (
     ValidationError,
 )
 from cloudstate.store import ConcurrentUpdateError, Store
+from cloudstate.store import database as database_module
 from cloudstate.store.database import Database
 from cloudstate.store.repositories import InstanceQuery
 from cloudstate.store.tables import Account, Base, Delivery, Event, Instance
+from databases import psycopg_url
 
 SECRET = "AKIA-very-secret-value-42"
 
@@ -109,6 +111,60 @@ class TestMigrations:
             with admin.connect() as connection:
                 connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
             admin.dispose()
+
+
+@pytest.mark.postgres
+class TestPooledConnections:
+    """Connections are pinged at checkout only after sitting idle; a dead one is replaced."""
+
+    @staticmethod
+    def _backend(database: Database) -> int:
+        with database.engine.connect() as connection:
+            return int(connection.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+    @staticmethod
+    def _counting_pings(database: Database, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+        pings: list[object] = []
+        ping = database.engine.dialect.do_ping
+
+        def counted(dbapi_connection: object) -> bool:
+            pings.append(dbapi_connection)
+            return ping(dbapi_connection)
+
+        monkeypatch.setattr(database.engine.dialect, "do_ping", counted)
+        return pings
+
+    def test_a_connection_back_a_moment_ago_is_used_without_a_ping(
+        self, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Back-to-back units of work reuse one connection and send no ping in between."""
+        database = Database(postgres_url)
+        pings = self._counting_pings(database, monkeypatch)
+        try:
+            first = self._backend(database)
+            assert [self._backend(database) for _ in range(3)] == [first] * 3
+            assert pings == []
+        finally:
+            database.dispose()
+
+    def test_an_idle_connection_that_died_is_replaced_at_checkout(
+        self, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A pooled connection terminated while idle (as by a database restart) is pinged at
+        the next checkout, found dead and replaced: the caller's statement just works."""
+        monkeypatch.setattr(database_module, "IDLE_PING_SECONDS", 0.0)
+        database = Database(postgres_url)
+        pings = self._counting_pings(database, monkeypatch)
+        try:
+            dead = self._backend(database)
+            admin = create_engine(psycopg_url(postgres_url))
+            with admin.begin() as connection:
+                connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": dead})
+            admin.dispose()
+            assert self._backend(database) not in (dead, 0)
+            assert len(pings) >= 1
+        finally:
+            database.dispose()
 
 
 class TestSecretsAtRest:

@@ -77,12 +77,13 @@ def serve(host: Host = None, port: Port = None) -> None:
 def api(host: Host = None, port: Port = None) -> None:
     """The REST API only (put several behind a load balancer; run workers separately)."""
     from cloudstate.api import ApiContext
+    from cloudstate.api.app import POOL_SIZE
     from cloudstate.embedded import prepare_schema
     from cloudstate.engine.drivers import DriverPool
     from cloudstate.store import Store
 
     settings = _listening(_settings(), host, port)
-    store = Store.from_settings(settings)
+    store = Store.from_settings(settings, pool_size=POOL_SIZE, max_overflow=0)
     prepare_schema(store)
     _announce_token(store, settings)
     pool = DriverPool(store, settings.home)

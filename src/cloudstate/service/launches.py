@@ -104,8 +104,9 @@ def mark_requested(store: Store, jobs: list[LaunchJob], now: datetime) -> list[L
     with store.unit_of_work() as uow:
         kept = []
         names = uow.accounts.names()
+        rows = uow.instances.find_many([job.uuid for job in jobs])
         for job in jobs:
-            row = uow.instances.find(job.uuid)
+            row = rows.get(job.uuid)
             if row is None or row.state != InstanceState.NEW:
                 continue
             if row.operation == Operation.DESTROYING:
@@ -132,8 +133,9 @@ def record_launched(store: Store, results: list[Launched]) -> None:
         return
     with store.unit_of_work() as uow:
         names = uow.accounts.names()
+        rows = uow.instances.find_many([result.observation.uuid for result in results])
         for result in results:
-            row = uow.instances.find(result.observation.uuid)
+            row = rows.get(result.observation.uuid)
             if row is not None and row.provider_id is None:
                 launched(uow, row, names[row.account_id], result)
         uow.commit()

@@ -13,6 +13,7 @@ from cloudstate.domain.hardware import HardwareProfile
 from cloudstate.domain.orders import InstanceSpec, LaunchOrder, resolve_order
 from cloudstate.exceptions import (
     AlreadyExistsError,
+    ConflictError,
     FieldError,
     HardwareProfileError,
     ValidationError,
@@ -23,6 +24,7 @@ from cloudstate.service.views import OrderView, instance_view, order_view
 from cloudstate.store import Store
 from cloudstate.store.repositories import AccountRepository, InstanceRepository
 from cloudstate.store.tables import Account, utcnow
+from cloudstate.store.uow import UnitOfWork
 
 DEFAULT_LAUNCH_TIMEOUT = 1800.0  # seconds; the service passes its setting
 
@@ -60,11 +62,9 @@ def accept_order(
     then fail (and, under ``all_or_nothing``, the order rolls back)."""
     order = resolve_order(request)
     with store.read() as session:  # cheap checks first, in a read-only session
-        found = _check(
-            AccountRepository(session, store.secrets),
-            InstanceRepository(session, store.secrets),
-            order,
-        )
+        instances = InstanceRepository(session, store.secrets)
+        found = _check(AccountRepository(session, store.secrets), instances, order)
+        _require_new(instances, order)
         settings = {name: (found[name].provider, dict(found[name].config)) for name in found}
     _check_credentials(catalogue, order, settings)
     hardware = _resolve_hardware(catalogue, order)  # may ask the provider: outside any transaction
@@ -77,20 +77,20 @@ def accept_order(
         for spec, granted in zip(order.instances, hardware, strict=True):
             instance = uow.instances.add(spec, accounts[spec.account], order.id)
             instance.hardware = granted
+            # before any flush: the INSERT then carries the event's number (event_seq = 1)
+            record(uow, instance, spec.account, EventType.INSTANCE_CREATED)
             rows.append((instance, spec.account))
         for account in accounts.values():  # instances about to change: reconcile them fast
             account.next_reconcile_at = utcnow()
-        uow.session.flush()  # column defaults (timestamps) are filled in for the events
-        for instance, account_name in rows:
-            record(uow, instance, account_name, EventType.INSTANCE_CREATED)
-        uow.commit()
+        _commit(store, uow, order)
         return order_view(row, tuple(instance_view(i, name) for i, name in rows))
 
 
 def _check(
     accounts: AccountRepository, instances: InstanceRepository, order: LaunchOrder
 ) -> dict[str, Account]:
-    """The order's accounts exist and its UUIDs are new; returns the accounts by name."""
+    """The order's accounts exist and its ``after`` references are known; returns the
+    accounts by name."""
     found = {name: accounts.find(name) for name in order.accounts}
     errors = [
         FieldError(f"instances.{index}.account", f"no account named {name!r}")
@@ -109,10 +109,25 @@ def _check(
     ]
     if errors:
         raise ValidationError(errors)
-    taken = instances.existing(list(ours))
+    return {name: account for name, account in found.items() if account is not None}
+
+
+def _require_new(instances: InstanceRepository, order: LaunchOrder) -> None:
+    """``AlreadyExistsError`` naming the order's UUIDs that are stored already."""
+    taken = instances.existing([spec.uuid for spec in order.instances])
     if taken:
         raise AlreadyExistsError("instance", ", ".join(sorted(str(u) for u in taken)))
-    return {name: account for name, account in found.items() if account is not None}
+
+
+def _commit(store: Store, uow: UnitOfWork, order: LaunchOrder) -> None:
+    """Commit the order. The UUIDs were checked once, before the transaction; an order that
+    took one of them since is caught by the primary key, and reported as that check would."""
+    try:
+        uow.commit()
+    except ConflictError:
+        with store.read() as session:
+            _require_new(InstanceRepository(session, store.secrets), order)
+        raise
 
 
 def _check_credentials(

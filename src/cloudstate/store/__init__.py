@@ -22,10 +22,11 @@ class Store:
         self.secrets = secrets
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, pool_size: int = 10) -> Store:
-        return cls(
-            Database(settings.database_url, pool_size=pool_size), SecretBox.from_settings(settings)
-        )
+    def from_settings(
+        cls, settings: Settings, *, pool_size: int = 10, max_overflow: int | None = None
+    ) -> Store:
+        database = Database(settings.database_url, pool_size=pool_size, max_overflow=max_overflow)
+        return cls(database, SecretBox.from_settings(settings))
 
     def unit_of_work(self) -> UnitOfWork:
         return UnitOfWork(self.database, self.secrets)

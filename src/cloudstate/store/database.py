@@ -2,12 +2,14 @@
 
 SQLite runs in WAL mode with a busy timeout, foreign keys on, and write transactions that begin
 ``IMMEDIATE`` (a deferred transaction that reads and then writes can fail at once with "database
-is locked" instead of waiting). PostgreSQL gets a connection pool sized for a worker's threads.
+is locked" instead of waiting). PostgreSQL gets a connection pool sized for a worker's threads,
+whose connections are pinged before use only after sitting idle (see ``_ping_when_idle``).
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,13 +21,16 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from cloudstate.exceptions import StoreError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+IDLE_PING_SECONDS = 2.0  # a pooled connection idle longer is pinged before use
 _WRITE = "cloudstate_write"
+_CHECKED_IN_AT = "cloudstate_checked_in_at"
 
 
 def _sqlalchemy_url(url: str) -> str:
@@ -35,8 +40,12 @@ def _sqlalchemy_url(url: str) -> str:
     return url
 
 
-def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
-    """An engine configured for cloudstate's access pattern on either database."""
+def create_db_engine(url: str, *, pool_size: int = 10, max_overflow: int | None = None) -> Engine:
+    """An engine configured for cloudstate's access pattern on either database.
+
+    PostgreSQL: ``pool_size`` connections kept, ``max_overflow`` (default: as many again)
+    opened for a peak and closed after it.
+    """
     url = _sqlalchemy_url(url)
     if url.startswith("sqlite"):
         database = make_url(url).database
@@ -45,9 +54,38 @@ def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         _configure_sqlite(engine)
         return engine
-    return create_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
-    )
+    overflow = pool_size if max_overflow is None else max_overflow
+    engine = create_engine(url, pool_size=pool_size, max_overflow=overflow, pool_recycle=1800)
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection at checkout only when it sat idle for ``IDLE_PING_SECONDS``.
+
+    A ping on every checkout (``pool_pre_ping``) costs a round trip per unit of work, and
+    workers and the API open many short ones. A connection returned a moment ago is almost
+    surely alive; one idle for longer may have been dropped (a database restart, a proxy's
+    idle timeout), so it is pinged and, if dead, replaced: raising ``DisconnectionError``
+    in ``checkout`` makes the pool discard it and retry with a fresh connection
+    (SQLAlchemy's pessimistic disconnect handling). A connection that dies in the short
+    window fails its unit of work once; SQLAlchemy then invalidates the pool's older
+    connections, and the caller's retry gets a new one.
+    """
+
+    @event.listens_for(engine.pool, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info[_CHECKED_IN_AT] = time.monotonic()
+
+    @event.listens_for(engine.pool, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        checked_in_at = record.info.get(_CHECKED_IN_AT)
+        if checked_in_at is None or time.monotonic() - checked_in_at < IDLE_PING_SECONDS:
+            return  # new, or back in the pool only a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError(f"pooled connection is dead: {exc}") from exc
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -70,10 +108,13 @@ def _configure_sqlite(engine: Engine) -> None:
 class Database:
     """Engine + session factories. ``write()`` sessions are the only ones that change data."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int | None = None) -> None:
         self.url = url
-        self.engine = create_db_engine(url, pool_size=pool_size)
+        self.engine = create_db_engine(url, pool_size=pool_size, max_overflow=max_overflow)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        overflow = pool_size if max_overflow is None else max_overflow
+        # the most connections this process opens at once (SQLite: SQLAlchemy's own pool)
+        self.max_connections: int | None = None if self.is_sqlite else pool_size + overflow
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(
             self.engine.execution_options(**{_WRITE: True}), expire_on_commit=False

@@ -48,7 +48,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from sqlalchemy import ColumnElement, Select, and_, exists, or_, select, update
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import InstrumentedAttribute, aliased
 
 from cloudstate.domain.events import EventRecord
 from cloudstate.exceptions import CryptoError
@@ -145,6 +145,29 @@ class Replayed:
     in_flight: int = 0
 
 
+@dataclass(frozen=True)
+class _Held:
+    """The columns of a claimed row that acknowledging it reads (not its whole row)."""
+
+    id: int
+    claimed_by: str | None
+    attempts: int
+    subscription_id: UUID
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+
+    @staticmethod
+    def columns() -> tuple[InstrumentedAttribute[Any], ...]:
+        return (
+            Delivery.id,
+            Delivery.claimed_by,
+            Delivery.attempts,
+            Delivery.subscription_id,
+            Delivery.next_attempt_at,
+            Delivery.delivered_at,
+        )
+
+
 class DeliveryRepository(_Repository):
     """Claims, releases and acknowledges deliveries inside the caller's transaction."""
 
@@ -172,22 +195,20 @@ class DeliveryRepository(_Repository):
         ones do not starve the claim.
         """
         window = limit * 2 if admit is not None else limit
-        statement = _due_heads(now, callables, exclude).limit(window)
-        claimed: list[ClaimedDelivery] = []
-        for delivery, event, subscription in self.session.execute(self._locked(statement)).all():
-            if len(claimed) >= limit:
+        statement = self._locked(_due_heads(now, callables, exclude).limit(window))
+        taken: list[int] = []
+        deferred: list[dict[str, Any]] = []
+        for candidate in (Candidate(*row) for row in self.session.execute(statement)):
+            if len(taken) >= limit:
                 break
-            verdict = TAKE if admit is None else admit(_candidate(delivery, subscription))
+            verdict = TAKE if admit is None else admit(candidate)
             if verdict.take:
-                delivery.status = DeliveryStatus.DELIVERING
-                delivery.claimed_by = worker_id
-                delivery.claimed_until = now + lease
-                claimed.append(self._claimed(delivery, event, subscription, now))
+                taken.append(candidate.delivery_id)
             elif verdict.defer_until is not None:
-                delivery.next_attempt_at = verdict.defer_until
-                delivery.last_error = verdict.reason[:MAX_ERROR]
-        self.session.flush()
-        return claimed
+                deferred.append(_deferral(candidate, verdict))
+        if deferred:
+            self.session.execute(update(Delivery), deferred)
+        return self._take(taken, worker_id, now, now + lease)
 
     def release(self, ids: Collection[int], worker_id: str, now: datetime, reason: str) -> int:
         """Hand claims of ``worker_id`` back, due at once and without using an attempt (a
@@ -246,21 +267,22 @@ class DeliveryRepository(_Repository):
         now = now or utcnow()
         rng = rng or random.Random()
         results = list(results)
-        rows = self._claimed_rows([r.delivery_id for r in results])
-        applied: dict[int, DeliveryStatus] = {}
+        held = self._held([r.delivery_id for r in results])
+        changes: list[dict[str, Any]] = []
         gone: dict[UUID, DeliveryResult] = {}
         for result in results:
-            row = rows.get(result.delivery_id)
+            row = held.pop(result.delivery_id, None)  # a repeated result finds it taken
             if row is None or row.claimed_by != result.worker_id:
                 continue
-            applied[row.id] = self._apply(row, result, schedule, now, rng)
+            changes.append(_acknowledged(row, result, schedule, now, rng))
             if result.outcome is Outcome.GONE:
                 gone[row.subscription_id] = result
-        self.session.flush()
+        if changes:  # one executemany: every change sets the same columns
+            self.session.execute(update(Delivery), changes)
         for subscription_id in sorted(gone):  # one lock order for every worker
             result = gone[subscription_id]
             self.disable_subscription(subscription_id, _gone_reason(result, now))
-        return applied
+        return {change["id"]: change["status"] for change in changes}
 
     def disable_subscription(self, subscription_id: UUID, reason: str) -> int:
         """Disable a subscription and cancel its pending deliveries; returns how many."""
@@ -407,35 +429,50 @@ class DeliveryRepository(_Repository):
             statement = statement.with_for_update(of=Delivery)
         return {row.id: row for row in self.session.scalars(statement)}
 
-    def _apply(
-        self,
-        row: Delivery,
-        result: DeliveryResult,
-        schedule: Sequence[float],
-        now: datetime,
-        rng: random.Random,
-    ) -> DeliveryStatus:
-        row.attempts += 1
-        row.last_attempt_at = result.attempted_at or now
-        row.last_status_code = result.status_code
-        row.last_error = result.error[:MAX_ERROR]
-        row.claimed_by = None
-        row.claimed_until = None
-        if result.outcome is Outcome.DELIVERED:
-            row.status = DeliveryStatus.DELIVERED
-            row.delivered_at = row.last_attempt_at
-        elif result.outcome is Outcome.GONE:
-            row.status = DeliveryStatus.CANCELLED
-        elif row.attempts < len(schedule):
-            delay = schedule[row.attempts] * rng.uniform(1 - JITTER, 1 + JITTER)
-            row.status = DeliveryStatus.PENDING
-            row.next_attempt_at = now + timedelta(seconds=delay)
-        else:
-            row.status = DeliveryStatus.DEAD
-        return DeliveryStatus(row.status)
+    def _held(self, ids: Sequence[int]) -> dict[int, _Held]:
+        """What acknowledging needs of the claimed rows among ``ids``, locked (PostgreSQL)."""
+        if not ids:
+            return {}
+        statement = (
+            select(*_Held.columns())
+            .where(Delivery.id.in_(ids), Delivery.status == DeliveryStatus.DELIVERING)
+            .order_by(Delivery.id)
+        )
+        if self._postgres:
+            statement = statement.with_for_update(of=Delivery)
+        return {row.id: _Held(*row) for row in self.session.execute(statement)}
+
+    def _take(
+        self, ids: list[int], worker_id: str, now: datetime, until: datetime
+    ) -> list[ClaimedDelivery]:
+        """Mark the admitted rows claimed, then load their events and subscriptions: only
+        now, for these rows alone, so the candidates' window never carries event data."""
+        if not ids:
+            return []
+        self.session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids))
+            .values(status=DeliveryStatus.DELIVERING, claimed_by=worker_id, claimed_until=until)
+        )
+        statement = (
+            select(Delivery.id, Delivery.attempts, Event, Subscription)
+            .join(Event, Event.seq == Delivery.event_seq)
+            .join(Subscription, Subscription.id == Delivery.subscription_id)
+            .where(Delivery.id.in_(ids))
+            .order_by(Delivery.event_seq, Delivery.id)
+        )
+        return [
+            self._claimed(delivery_id, attempts, event, subscription, now)
+            for delivery_id, attempts, event, subscription in self.session.execute(statement)
+        ]
 
     def _claimed(
-        self, delivery: Delivery, event: Event, subscription: Subscription, now: datetime
+        self,
+        delivery_id: int,
+        attempts: int,
+        event: Event,
+        subscription: Subscription,
+        now: datetime,
     ) -> ClaimedDelivery:
         secrets: tuple[str, ...] = ()
         problem = ""
@@ -444,11 +481,11 @@ class DeliveryRepository(_Repository):
         except CryptoError as exc:
             problem = f"signing secret unusable: {exc}"
         return ClaimedDelivery(
-            id=delivery.id,
+            id=delivery_id,
             subscription_id=subscription.id,
             kind=subscription.kind,
             target=subscription.target,
-            attempt=delivery.attempts + 1,
+            attempt=attempts + 1,
             event=event_record(event),
             secrets=secrets,
             secret_error=problem,
@@ -464,11 +501,11 @@ class DeliveryRepository(_Repository):
 
 def _due_heads(
     now: datetime, callables: Collection[str], exclude: Collection[UUID]
-) -> Select[Delivery, Event, Subscription]:
-    """Claimable deliveries with their event and subscription, oldest event first."""
+) -> Select[int, UUID, str, str]:
+    """Claimable deliveries as ``Candidate`` fields, oldest event first: no event data, so
+    PostgreSQL can walk ``ix_deliveries_pending_by_seq`` and stop after the window."""
     statement = (
-        select(Delivery, Event, Subscription)
-        .join(Event, Event.seq == Delivery.event_seq)
+        select(Delivery.id, Delivery.subscription_id, Subscription.kind, Subscription.target)
         .join(Subscription, Subscription.id == Delivery.subscription_id)
         .where(
             Delivery.status == DeliveryStatus.PENDING,
@@ -493,8 +530,51 @@ def _queued(subscription_id: UUID, event: Event, now: datetime) -> Delivery:
     )
 
 
-def _candidate(delivery: Delivery, subscription: Subscription) -> Candidate:
-    return Candidate(delivery.id, subscription.id, subscription.kind, subscription.target)
+def _deferral(candidate: Candidate, verdict: Admission) -> dict[str, Any]:
+    """The change that defers a candidate without using an attempt (a bulk-update row)."""
+    return {
+        "id": candidate.delivery_id,
+        "next_attempt_at": verdict.defer_until,
+        "last_error": verdict.reason[:MAX_ERROR],
+    }
+
+
+def _acknowledged(
+    row: _Held,
+    result: DeliveryResult,
+    schedule: Sequence[float],
+    now: datetime,
+    rng: random.Random,
+) -> dict[str, Any]:
+    """The change one attempt's result makes to its row (a bulk-update row).
+
+    A failure is retried after the next delay of ``schedule`` while attempts remain, else
+    dead. Every change sets the same columns (those it leaves alone, to their current value),
+    so a whole acknowledgement is one executemany.
+    """
+    attempts = row.attempts + 1
+    attempted_at = result.attempted_at or now
+    change: dict[str, Any] = {
+        "id": row.id,
+        "attempts": attempts,
+        "last_attempt_at": attempted_at,
+        "last_status_code": result.status_code,
+        "last_error": result.error[:MAX_ERROR],
+        "claimed_by": None,
+        "claimed_until": None,
+        "next_attempt_at": row.next_attempt_at,
+        "delivered_at": row.delivered_at,
+    }
+    if result.outcome is Outcome.DELIVERED:
+        change.update(status=DeliveryStatus.DELIVERED, delivered_at=attempted_at)
+    elif result.outcome is Outcome.GONE:
+        change.update(status=DeliveryStatus.CANCELLED)
+    elif attempts < len(schedule):
+        delay = schedule[attempts] * rng.uniform(1 - JITTER, 1 + JITTER)
+        change.update(status=DeliveryStatus.PENDING, next_attempt_at=now + timedelta(seconds=delay))
+    else:
+        change.update(status=DeliveryStatus.DEAD)
+    return change
 
 
 def _deliverable(callables: Collection[str]) -> ColumnElement[bool]:

@@ -35,6 +35,7 @@ from cloudstate.store.tables import (
     InstanceLabel,
     Order,
     Subscription,
+    utcnow,
 )
 
 MAX_PAGE = 1000
@@ -135,6 +136,11 @@ class InstanceQuery:
 
 class InstanceRepository(_Repository):
     def add(self, spec: InstanceSpec, account: Account, order_id: uuid.UUID | None) -> Instance:
+        """A new instance row, complete before any flush: every column an event or a view
+        reads is set here rather than by a column default at INSERT, so the caller can record
+        ``instance.created`` first and the INSERT carries its ``event_seq`` (no second write
+        of the row)."""
+        now = utcnow()
         instance = Instance(
             uuid=spec.uuid,
             order_id=order_id,
@@ -151,6 +157,17 @@ class InstanceRepository(_Repository):
             after=[str(u) for u in spec.after],
             blocked=bool(spec.after),
             labels=[InstanceLabel(key=k, value=v) for k, v in spec.labels.items()],
+            raw_state="",
+            state_reason="",
+            public_addresses=[],
+            private_addresses=[],
+            last_error="",
+            launch_attempts=0,
+            launch_history=[],
+            event_seq=0,
+            created_at=now,
+            updated_at=now,
+            state_changed_at=now,
         )
         self.session.add(instance)
         return instance
@@ -164,12 +181,17 @@ class InstanceRepository(_Repository):
             raise NotFoundError("instance", instance_uuid)
         return instance
 
+    def find_many(self, uuids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Instance]:
+        """The stored instances among ``uuids``, by uuid (the missing ones are absent): one
+        query (and one for their labels) however many, where ``find`` costs two each."""
+        if not uuids:
+            return {}
+        statement = select(Instance).where(Instance.uuid.in_(uuids))
+        return {row.uuid: row for row in self.session.scalars(statement)}
+
     def get_many(self, uuids: Sequence[uuid.UUID]) -> list[Instance]:
         """The instances in the order asked; raises ``NotFoundError`` naming the missing ones."""
-        found = {
-            row.uuid: row
-            for row in self.session.scalars(select(Instance).where(Instance.uuid.in_(uuids)))
-        }
+        found = self.find_many(uuids)
         missing = [str(u) for u in uuids if u not in found]
         if missing:
             raise NotFoundError("instance", ", ".join(missing))

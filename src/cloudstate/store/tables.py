@@ -371,6 +371,15 @@ class Delivery(Base):
             postgresql_where=text("status IN ('pending', 'delivering')"),
             sqlite_where=text("status IN ('pending', 'delivering')"),
         ),
+        # The claim walks pending rows in its own order and stops after its window, so its
+        # cost does not grow with the number of open deliveries.
+        Index(
+            "ix_deliveries_pending_by_seq",
+            "event_seq",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
     )
 
 
