@@ -24,10 +24,12 @@ from uuid import UUID
 
 import httpx
 from server import clean_env, cloudstate_command, free_port
+from sqlalchemy import create_engine, text
 
 from cloudstate.client.models import Event
 from cloudstate.providers.simulator import STATE_MAP, LedgerEntry
 from cloudstate.testing import wait_until
+from databases import psycopg_url
 
 START_SECONDS = 30.0
 STEADY = frozenset({"running", "stopped", "terminated"})
@@ -42,7 +44,27 @@ class Cycle:
     worker: str
     started: float  # epoch seconds
     ended: float  # finished_at, or expires_at when the worker never released it
-    finished: bool
+    finished: bool  # released (a crashed worker's lease just expires)
+    completed: bool  # every page listed and applied, and the missing judged
+
+
+def lease_log(url: str) -> list[Cycle]:
+    """Every reconcile lease of the PostgreSQL database at ``url``, from its lease log."""
+    engine = create_engine(psycopg_url(url))
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT a.name, l.worker_id, l.started_at, l.expires_at, l.finished_at,"
+                    " l.completed FROM lease_log l JOIN accounts a ON a.id = l.account_id"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    return [
+        Cycle(name, worker, epoch(begun), epoch(finished or expires), finished is not None, done)
+        for name, worker, begun, expires, finished, done in rows
+    ]
 
 
 @dataclass
@@ -342,9 +364,11 @@ def _transitions(ledger: Sequence[LedgerEntry]) -> list[tuple[LedgerEntry, float
 
 
 def _cycle_windows(cycles: Sequence[Cycle]) -> dict[str, list[tuple[float, float]]]:
+    """When each account was listed whole: the cycles that completed (not those a failed
+    listing, a lost lease or a kill cut short)."""
     windows: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for cycle in cycles:
-        if cycle.finished:
+        if cycle.completed:
             windows[cycle.account].append((cycle.started, cycle.ended))
     return windows
 

@@ -41,11 +41,11 @@ from uuid import UUID
 import pytest
 from multiprocess_support import (
     Cluster,
-    Cycle,
     delivery_gaps,
     duplicate_creates,
     epoch,
     final_state_mismatches,
+    lease_log,
     lease_overlaps,
     steady_stays,
 )
@@ -190,7 +190,7 @@ def test_workers_killed_at_random_under_faults_lose_and_double_nothing(
         cluster.stop(list(names))
         ledger = [entry for entry in cloud.ledger() if entry.uuid is not None]
         creates = cloud.creates_per_uuid()
-    cycles = _lease_log(database)
+    cycles = lease_log(database)
 
     duplicates = duplicate_creates(creates, uuids)
     stays = steady_stays(ledger, events, cycles, account_of)
@@ -289,22 +289,3 @@ def _max_delay(events: list[Event], receiver: WebhookReceiver) -> float:
         first.setdefault(received.event["id"], received.at + offset)
     delays = [first[str(e.id)] - epoch(e.time) for e in events if str(e.id) in first]
     return max(delays, default=0.0)
-
-
-def _lease_log(database: str) -> list[Cycle]:
-    engine = create_engine(database.replace("postgresql://", "postgresql+psycopg://"))
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(
-                text(
-                    "SELECT a.name, l.worker_id, l.started_at, "
-                    "coalesce(l.finished_at, l.expires_at), l.finished_at IS NOT NULL "
-                    "FROM lease_log l JOIN accounts a ON a.id = l.account_id"
-                )
-            ).all()
-    finally:
-        engine.dispose()
-    return [
-        Cycle(name, worker, epoch(start), epoch(end), done)
-        for name, worker, start, end, done in rows
-    ]

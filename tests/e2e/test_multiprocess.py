@@ -36,20 +36,19 @@ from multiprocess_support import (
     Stay,
     delivery_gaps,
     duplicate_creates,
-    epoch,
     final_state_mismatches,
+    lease_log,
     lease_overlaps,
     steady_stays,
     unperformed_actions,
 )
-from sqlalchemy import create_engine, text
 
 from cloudstate.client import Client
 from cloudstate.client.models import Event, Instance
 from cloudstate.providers.simulator import LedgerEntry
 from cloudstate.store.crypto import new_key
 from cloudstate.testing import SimulatedCloud, WebhookReceiver, simulated_cloud, wait_until
-from databases import psycopg_url, truncate
+from databases import truncate
 
 INSTANCES = int(os.environ.get("CLOUDSTATE_MP_INSTANCES", "200"))
 ACCOUNTS = ("mp-a", "mp-b", "mp-c", "mp-d")
@@ -163,7 +162,7 @@ def _run(database: str, root: Path, receiver: WebhookReceiver) -> Outcome:
         assert cluster.exited() == {}, cluster.tails()
         ledger = [entry for entry in cloud.ledger() if entry.uuid is not None]
         creates = cloud.creates_per_uuid()
-    return Outcome(account_of, timings, events, states, _lease_log(database), ledger, creates)
+    return Outcome(account_of, timings, events, states, lease_log(database), ledger, creates)
 
 
 # --- the phases ------------------------------------------------------------------------------
@@ -302,22 +301,6 @@ def _alive(api: Client, token: str) -> set[int]:
 def _provider_id(instance: Instance) -> str:
     assert instance.provider_id is not None, instance
     return instance.provider_id
-
-
-def _lease_log(url: str) -> list[Cycle]:
-    engine = create_engine(psycopg_url(url))
-    with engine.connect() as connection:
-        rows = connection.execute(
-            text(
-                "SELECT a.name, l.worker_id, l.started_at, l.expires_at, l.finished_at"
-                " FROM lease_log l JOIN accounts a ON a.id = l.account_id"
-            )
-        ).all()
-    engine.dispose()
-    return [
-        Cycle(name, worker, epoch(begun), epoch(finished or expires), finished is not None)
-        for name, worker, begun, expires, finished in rows
-    ]
 
 
 def _state(event: Event) -> str | None:

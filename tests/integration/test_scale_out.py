@@ -21,12 +21,14 @@ from cloudstate.domain.states import InstanceState
 from cloudstate.engine.heartbeat import Heartbeat
 from cloudstate.engine.listener import WorkListener
 from cloudstate.engine.ratelimit import SharedCallBudget
-from cloudstate.exceptions import LeaseLostError
+from cloudstate.exceptions import LeaseLostError, ProviderUnavailableError
 from cloudstate.service import workers
 from cloudstate.service.observations import (
     Lease,
+    account_failed,
     apply_page,
     claim_account,
+    finish_cycle,
     release_account,
     renew_account,
 )
@@ -165,6 +167,31 @@ def test_a_worker_whose_lease_ran_out_writes_nothing_and_its_log_ends_at_the_exp
     assert account.lease_owner == "worker-b"
     assert first.finished_at is not None
     assert first.finished_at <= first.expires_at <= second.started_at
+
+
+def test_the_log_tells_a_completed_cycle_from_one_cut_short(store: Store) -> None:
+    """A cycle that closes (``finish_cycle``) is logged ``completed``; one whose listing
+    failed is released but not completed: only the first listed the whole account."""
+    account_id = _account(store)
+    period = timedelta(seconds=30)
+    due = timedelta(0)  # the next cycle is due at once
+    for ends_well in (True, False):
+        assert claim_account(store, "worker-a", now=utcnow(), lease=period) is not None
+        lease = Lease(account_id, "worker-a", period)
+        if ends_well:
+            now = utcnow()
+            finish_cycle(store, lease, set(), started_at=now, grace=period, fast=due, slow=due)
+        else:
+            error = ProviderUnavailableError("listing failed")
+            account_failed(store, lease, error, threshold=3, retry_in=timedelta(0))
+        release_account(store, account_id, "worker-a")
+
+    with store.read() as session:
+        logged = [
+            (e.finished_at is not None, e.completed)
+            for e in session.scalars(select(LeaseLog).order_by(LeaseLog.id))
+        ]
+    assert logged == [(True, True), (True, False)]
 
 
 def test_an_expired_lease_no_one_took_over_still_fences(store: Store) -> None:

@@ -334,6 +334,12 @@ def finish_cycle(
         account.status, account.status_reason = "ok", ""
         account.last_cycle_at = started_at
         account.next_reconcile_at = started_at + (fast if hurry else slow)
+        uow.session.execute(
+            update(LeaseLog)
+            .where(_open_lease(account_id, lease.worker))
+            .values(completed=True)
+            .execution_options(synchronize_session=False)
+        )
         uow.commit()
     return hurry
 

@@ -429,6 +429,12 @@ class LeaseLog(Base):
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(comment="renewed with the lease")
     finished_at: Mapped[datetime | None] = mapped_column(comment="null: crashed or still held")
+    completed: Mapped[bool] = mapped_column(
+        Boolean,
+        default=False,
+        server_default=sa_false(),
+        comment="the cycle listed every page and judged what it did not see",
+    )
 
     __table_args__ = (
         Index("ix_lease_log_account_started", "account_id", "started_at"),
