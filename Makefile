@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CODE   := src tests $(wildcard bench)
 
-.PHONY: run test lint typecheck unit bench chaos scale clean
+.PHONY: run test lint typecheck unit bench bench-medians chaos scale clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,15 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# Every benchmark three times, then the median of each figure (as docs/BENCHMARKS.md gives them).
+BENCH_RUNS ?= 3
+BENCH_JSON ?= .bench-results.jsonl
+bench-medians: $(STAMP)
+	@rm -f $(BENCH_JSON)
+	@for n in $$(seq $(BENCH_RUNS)); do for b in bench/bench_*.py; do \
+		echo "== run $$n: $$b"; $(BIN)/python $$b --json $(BENCH_JSON) || exit 1; done; done
+	$(BIN)/python bench/_median.py $(BENCH_JSON)
 
 # The long fault run: 2,000 instances, 200 worker kills (make test runs a short version).
 chaos: $(STAMP)
