@@ -382,6 +382,8 @@ def test_an_instances_deliveries_are_shown_per_subscription(
     keeps them current: delivered to the healthy receiver, dead at the failing one."""
     [instance] = launch(client, 1, hooked=hooks.label)
     sign_in(page, served)
+    # Earlier tests filled the shared server past one page (sorted by uuid): search for it.
+    page.get_by_label("Search").fill(instance)
     expect(state_of(page, instance)).to_have_text("running", timeout=SETTLE)
     open_detail(page, instance)
     healthy = page.locator(f'#deliveries section[data-subscription="{hooks.healthy}"]')
