@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, Row, and_, case, delete, func, select, update
+from sqlalchemy import ColumnElement, Row, Select, and_, case, delete, func, select, update
 
 from cloudstate.domain.events import EventDraft, EventType
 from cloudstate.domain.observations import (
@@ -125,12 +125,7 @@ def apply_page(
             (o for o in observations if _moves(current.get(o.uuid), account_id, o, observed_at)),
             key=lambda o: o.uuid,
         )
-        rows = {
-            row.uuid: row
-            for row in uow.session.scalars(
-                select(Instance).where(Instance.uuid.in_([o.uuid for o in moving]))
-            )
-        }
+        rows = {row.uuid: row for row in uow.session.scalars(_locked([o.uuid for o in moving]))}
         policy = orphan_policy(account.config)
         changed = orphans = 0
         destroy: list[tuple[Observation, str]] = []
@@ -150,6 +145,15 @@ def apply_page(
         _hold(uow, lease)
         uow.commit()
     return PageResult(changed, orphans, tuple(destroy))
+
+
+def _locked(uuids: Sequence[UUID]) -> Select[Instance]:
+    """Whole rows of the instances about to change, locked in uuid order until the commit
+    (PostgreSQL): an action's bookkeeping writing one of them meanwhile would otherwise make
+    the whole page stale (and a busy fleet keeps some row of every page busy)."""
+    return (
+        select(Instance).where(Instance.uuid.in_(uuids)).order_by(Instance.uuid).with_for_update()
+    )
 
 
 _SNAPSHOT = (
@@ -320,11 +324,7 @@ def finish_cycle(
         missing = sorted(set(live) - seen)
         name = uow.session.scalar(select(Account.name).where(Account.id == account_id))
         for chunk in range(0, len(missing), _CHUNK):
-            rows = uow.session.scalars(
-                select(Instance)
-                .where(Instance.uuid.in_(missing[chunk : chunk + _CHUNK]))
-                .order_by(Instance.uuid)
-            )
+            rows = uow.session.scalars(_locked(missing[chunk : chunk + _CHUNK]))
             for row in rows:
                 _missing(uow, row, name or "", started_at, grace)
         hurry = _needs_fast_cadence(uow, account_id)

@@ -36,6 +36,12 @@ def watch_order(uow: UnitOfWork, order_id: UUID | None) -> None:
 
 
 def settle_order(uow: UnitOfWork, order_id: UUID) -> None:
+    """Re-derive an open order's state. A settled order never changes again, so it is
+    recognised without a lock: instance changes long after the launch (every stop, start,
+    destroy) then take no order lock, and writers touching several orders cannot deadlock."""
+    state = uow.session.scalar(select(Order.state).where(Order.id == order_id))
+    if state not in (*OPEN, OrderState.ROLLING_BACK):
+        return
     order = locked_order(uow, order_id)
     if order is None or order.state not in (*OPEN, OrderState.ROLLING_BACK):
         return
