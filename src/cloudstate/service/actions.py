@@ -340,8 +340,14 @@ def operation_called(
 ) -> None:
     """Record the provider's answer: accepted (now waiting for the target state), retry, or fail."""
     with store.unit_of_work() as uow:
+        # The instance first, locked (a reconcile page changing it meanwhile would make this
+        # stale, and the job would wait out its claim); then its operation, read after the
+        # lock, so a completion or cancel committed meanwhile is seen.
+        locked = _locked(uow, [job.instance_uuid])
+        if not locked:
+            raise NotFoundError("instance", job.instance_uuid)
+        row = locked[0]
         operation = uow.session.get_one(OperationRow, job.id)
-        row = uow.instances.get(job.instance_uuid)
         account = uow.session.get_one(Account, row.account_id).name
         if operation.status != CALLING:
             return  # cancelled or taken over meanwhile
