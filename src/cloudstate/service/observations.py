@@ -114,7 +114,6 @@ def apply_page(
     cost most of a cycle. Whole rows are loaded only for what may change."""
     account_id = lease.account_id
     with store.unit_of_work() as uow:
-        account = uow.session.get_one(Account, account_id)
         current = {
             row.uuid: row
             for row in uow.session.execute(
@@ -125,25 +124,34 @@ def apply_page(
             (o for o in observations if _moves(current.get(o.uuid), account_id, o, observed_at)),
             key=lambda o: o.uuid,
         )
-        rows = {row.uuid: row for row in uow.session.scalars(_locked([o.uuid for o in moving]))}
-        policy = orphan_policy(account.config)
-        changed = orphans = 0
-        destroy: list[tuple[Observation, str]] = []
-        for seen in moving:
-            row = rows.get(seen.uuid)
-            stray = _stray(row, account_id, seen)
-            if row is not None and not stray:
-                changed += _ours(uow, row, account.name, seen, observed_at)
-            elif row is None and policy is OrphanPolicy.ADOPT:
-                _adopt(uow, account, seen)
-                changed += 1
-            elif policy is OrphanPolicy.DESTROY:
-                if not _reported(uow, account, seen):
-                    destroy.append((seen, stray))
-            else:
-                orphans += _orphan(uow, account, seen, stray)
+        result = _apply(uow, account_id, moving, observed_at) if moving else PageResult(0, 0)
         _hold(uow, lease)
         uow.commit()
+    return result
+
+
+def _apply(
+    uow: UnitOfWork, account_id: int, moving: Sequence[Observation], observed_at: datetime
+) -> PageResult:
+    """Apply the observations that may change something (in uuid order) to their whole rows."""
+    account = uow.session.get_one(Account, account_id)
+    rows = {row.uuid: row for row in uow.session.scalars(_locked([o.uuid for o in moving]))}
+    policy = orphan_policy(account.config)
+    changed = orphans = 0
+    destroy: list[tuple[Observation, str]] = []
+    for seen in moving:
+        row = rows.get(seen.uuid)
+        stray = _stray(row, account_id, seen)
+        if row is not None and not stray:
+            changed += _ours(uow, row, account.name, seen, observed_at)
+        elif row is None and policy is OrphanPolicy.ADOPT:
+            _adopt(uow, account, seen)
+            changed += 1
+        elif policy is OrphanPolicy.DESTROY:
+            if not _reported(uow, account, seen):
+                destroy.append((seen, stray))
+        else:
+            orphans += _orphan(uow, account, seen, stray)
     return PageResult(changed, orphans, tuple(destroy))
 
 
