@@ -22,9 +22,10 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -631,3 +632,22 @@ def _parse_wrk(out: str) -> Load:
         elif line.strip().startswith("Socket errors:"):
             errors += sum(int(part.split()[-1]) for part in line.split(":", 1)[1].split(","))
     return Load("wrk (1 thread)", int(requests), rps, errors, p50, p99)
+
+
+def bench_main(
+    area: str, description: str, run: Callable[[Options, Reporter, Path, str], None]
+) -> None:
+    """What every script's ``main`` does: parse the options, then ``run`` with a reporter, a
+    scratch folder and a throwaway database of the area's own; print and save the figures."""
+    opts = options(description)
+    quiet_logs()
+    reporter = Reporter(area, opts)
+    reporter.header()
+    started = time.perf_counter()
+    with (
+        tempfile.TemporaryDirectory(prefix="cloudstate-bench-") as tmp,
+        throwaway_database(area) as url,
+    ):
+        run(opts, reporter, Path(tmp), url)
+    reporter.save()
+    print(f"   ({time.perf_counter() - started:.0f} s)")

@@ -15,8 +15,6 @@ Usage: ``python bench/bench_api.py [--quick]``
 from __future__ import annotations
 
 import contextlib
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +27,14 @@ from _common import (
     Reporter,
     add_simulator_account,
     at_least,
+    bench_main,
     cpu_seconds,
     env_for,
     free_port,
     load,
-    options,
     prepared_store,
-    quiet_logs,
     settings,
     simulator,
-    throwaway_database,
     track_fleet,
     wait_for,
 )
@@ -139,18 +135,7 @@ def report(
 
 
 def main() -> None:
-    opts = options(__doc__ or "")
-    quiet_logs()
-    reporter = Reporter("api", opts)
-    reporter.header()
-    started = time.perf_counter()
-    with (
-        tempfile.TemporaryDirectory(prefix="cloudstate-bench-") as tmp,
-        throwaway_database("api") as url,
-    ):
-        run(opts, reporter, Path(tmp), url)
-    reporter.save()
-    print(f"   ({time.perf_counter() - started:.0f} s)")
+    bench_main("api", __doc__ or "", run)
 
 
 if __name__ == "__main__":

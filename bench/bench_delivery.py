@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -44,12 +43,10 @@ from _common import (
     Reporter,
     add_simulator_account,
     at_least,
-    options,
+    bench_main,
     prepared_store,
-    quiet_logs,
     settings,
     simulator,
-    throwaway_database,
     vacuum,
     vacuum_url,
 )
@@ -317,17 +314,8 @@ def report(
 
 
 def main() -> None:
-    opts = options(__doc__ or "")
-    quiet_logs()
     logging.getLogger("procrastinate").setLevel(logging.ERROR)
-    reporter = Reporter("delivery", opts)
-    reporter.header()
-    with (
-        tempfile.TemporaryDirectory(prefix="cloudstate-bench-") as tmp,
-        throwaway_database("delivery") as url,
-    ):
-        run(opts, reporter, Path(tmp), url)
-    reporter.save()
+    bench_main("delivery", __doc__ or "", run)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ Usage: ``python bench/bench_detection.py [--quick]``
 from __future__ import annotations
 
 import random
-import tempfile
 import threading
 import time
 import uuid
@@ -33,15 +32,13 @@ from _common import (
     Reporter,
     add_simulator_account,
     below,
+    bench_main,
     env_for,
     median,
-    options,
     percentile,
     prepared_store,
-    quiet_logs,
     settings,
     simulator,
-    throwaway_database,
     track_fleet,
     wait_for,
 )
@@ -169,16 +166,7 @@ def run(opts: Any, reporter: Reporter, home: Path, url: str) -> None:
 
 
 def main() -> None:
-    opts = options(__doc__ or "")
-    quiet_logs()
-    reporter = Reporter("detection", opts)
-    reporter.header()
-    with (
-        tempfile.TemporaryDirectory(prefix="cloudstate-bench-") as tmp,
-        throwaway_database("detection") as url,
-    ):
-        run(opts, reporter, Path(tmp), url)
-    reporter.save()
+    bench_main("detection", __doc__ or "", run)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ Usage: ``python bench/bench_events.py [--quick]``
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -49,15 +48,13 @@ from _common import (
     add_simulator_account,
     at_least,
     below,
+    bench_main,
     env_for,
     median,
-    options,
     percentile,
     prepared_store,
-    quiet_logs,
     settings,
     simulator,
-    throwaway_database,
     track_fleet,
     wait_for,
 )
@@ -362,16 +359,7 @@ def report(reporter: Reporter, results: dict[str, Any], ceiling: float) -> None:
 
 
 def main() -> None:
-    opts = options(__doc__ or "")
-    quiet_logs()
-    reporter = Reporter("events", opts)
-    reporter.header()
-    with (
-        tempfile.TemporaryDirectory(prefix="cloudstate-bench-") as tmp,
-        throwaway_database("events") as url,
-    ):
-        run(opts, reporter, Path(tmp), url)
-    reporter.save()
+    bench_main("events", __doc__ or "", run)
 
 
 if __name__ == "__main__":

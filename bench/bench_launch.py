@@ -21,7 +21,6 @@ Usage: ``python bench/bench_launch.py [--quick]`` (quick: 200 instances)
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -35,15 +34,13 @@ from _common import (
     Reporter,
     add_simulator_account,
     below,
+    bench_main,
     env_for,
     free_port,
     median,
-    options,
     prepared_store,
-    quiet_logs,
     settings,
     simulator,
-    throwaway_database,
     wait_for,
 )
 from sqlalchemy import func, select
@@ -196,16 +193,7 @@ def run(opts: Any, reporter: Reporter, home: Path, url: str) -> None:
 
 
 def main() -> None:
-    opts = options(__doc__ or "")
-    quiet_logs()
-    reporter = Reporter("launch", opts)
-    reporter.header()
-    with (
-        tempfile.TemporaryDirectory(prefix="cloudstate-bench-") as tmp,
-        throwaway_database("launch") as url,
-    ):
-        run(opts, reporter, Path(tmp), url)
-    reporter.save()
+    bench_main("launch", __doc__ or "", run)
 
 
 if __name__ == "__main__":

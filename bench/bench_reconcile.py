@@ -26,7 +26,6 @@ Usage: ``python bench/bench_reconcile.py [--quick]``
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,14 +41,12 @@ from _common import (
     add_simulator_account,
     at_least,
     below,
+    bench_main,
     env_for,
-    options,
     peak_rss_mb,
     prepared_store,
-    quiet_logs,
     settings,
     simulator,
-    throwaway_database,
     track_fleet,
     wait_for,
 )
@@ -336,16 +333,7 @@ def changing(
 
 
 def main() -> None:
-    opts = options(__doc__ or "")
-    quiet_logs()
-    reporter = Reporter("reconcile", opts)
-    reporter.header()
-    with (
-        tempfile.TemporaryDirectory(prefix="cloudstate-bench-") as tmp,
-        throwaway_database("reconcile") as url,
-    ):
-        run(opts, reporter, Path(tmp), url)
-    reporter.save()
+    bench_main("reconcile", __doc__ or "", run)
 
 
 if __name__ == "__main__":

@@ -13,17 +13,21 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 
 from cloudstate.api import ApiContext, create_app
 from cloudstate.embedded import CloudState
 from cloudstate.service.tokens import create_token, revoke_token
+from databases import truncate
 
 FAST = {  # the engine's cadence in tests: launches and actions settle in about a second
     "pending_grace_seconds": 0.5,
@@ -156,3 +160,17 @@ def _tokens(cs: CloudState) -> Tokens:
 
 
 SCOPES = ("admin", "write", "read")
+
+
+@contextmanager
+def live_api_on(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, name: str
+) -> Iterator[LiveApi]:
+    """A ``LiveApi`` with the ``FAST`` cadence on the database ``request.param`` names:
+    ``sqlite`` (its own file), or ``postgresql`` (the session's migrated database, emptied)."""
+    settings: dict[str, Any] = dict(FAST)
+    if request.param == "postgresql":
+        settings["database_url"] = request.getfixturevalue("_postgres_schema")
+        truncate(settings["database_url"])
+    with LiveApi(tmp_path_factory.mktemp(name), settings=settings) as live:
+        yield live

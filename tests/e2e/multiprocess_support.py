@@ -26,7 +26,8 @@ import httpx
 from server import clean_env, cloudstate_command, free_port
 from sqlalchemy import create_engine, text
 
-from cloudstate.client.models import Event
+from cloudstate.client import Client
+from cloudstate.client.models import Event, Instance
 from cloudstate.providers.simulator import STATE_MAP, LedgerEntry
 from cloudstate.testing import wait_until
 from databases import psycopg_url
@@ -406,3 +407,41 @@ def unperformed_actions(
 
 
 _ACTIONS = {"starting": "start", "stopping": "stop", "rebooting": "reboot", "destroying": "destroy"}
+
+
+UNSETTLED = ("new", "pending", "stopping", "rebooting", "shutting_down", "unknown", "error")
+
+
+def settled(api: Client, expected: Mapping[UUID, str], timeout: float) -> dict[UUID, Instance]:
+    """Wait until each instance is in its expected state with nothing in flight, and return
+    the fleet; on a timeout, say which are not and how they stand."""
+
+    def wrong(fleet: Mapping[UUID, Instance]) -> list[UUID]:
+        return [u for u, state in expected.items() if not _settled_as(fleet.get(u), state)]
+
+    def check() -> dict[UUID, Instance] | None:
+        if api.list(state=UNSETTLED, limit=1).items:
+            return None
+        fleet = {i.uuid: i for i in api.iter_instances(page_size=1000)}
+        return None if wrong(fleet) else fleet
+
+    try:
+        return wait_until(check, timeout, interval=0.5, what=f"{len(expected)} settled")
+    except AssertionError as exc:
+        fleet = {i.uuid: i for i in api.iter_instances(page_size=1000)}
+        stuck = [_describe(u, fleet.get(u), expected[u]) for u in wrong(fleet)]
+        raise AssertionError(f"{exc}; {len(stuck)} not: {'; '.join(stuck[:10])}") from None
+
+
+def _settled_as(instance: Instance | None, state: str) -> bool:
+    return instance is not None and str(instance.state) == state and instance.operation is None
+
+
+def _describe(instance_uuid: UUID, instance: Instance | None, wanted: str) -> str:
+    if instance is None:
+        return f"{instance_uuid}: not listed by the API, want {wanted}"
+    return (
+        f"{instance.uuid} {instance.state} (raw {instance.raw_state!r}, reason "
+        f"{instance.state_reason!r}, operation {instance.operation}, error "
+        f"{instance.last_error!r}, since {instance.state_changed_at:%H:%M:%S.%f}), want {wanted}"
+    )

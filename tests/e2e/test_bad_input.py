@@ -17,12 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
-from api_server import FAST, LiveApi
+from api_server import LiveApi, live_api_on
 from openapi_document import concrete, operations
 
 from cloudstate.api.errors import MAX_BODY_BYTES
 from cloudstate.domain.validation import MAX_USER_DATA_BYTES, NOT_FINITE_MESSAGE, NUL_MESSAGE
-from databases import truncate
 
 pytestmark = pytest.mark.slow
 
@@ -38,11 +37,7 @@ NAME_RULE = "must be 1-63 characters of letters, digits, '.', '_' or '-', starti
 def api(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveApi]:
-    settings = dict(FAST)
-    if request.param == "postgresql":
-        settings["database_url"] = request.getfixturevalue("_postgres_schema")
-        truncate(settings["database_url"])
-    with LiveApi(tmp_path_factory.mktemp("bad-input"), settings=settings) as live:
+    with live_api_on(request, tmp_path_factory, "bad-input") as live:
         yield live
 
 

@@ -47,12 +47,13 @@ from multiprocess_support import (
     final_state_mismatches,
     lease_log,
     lease_overlaps,
+    settled,
     steady_stays,
 )
 from sqlalchemy import create_engine, text
 
 from cloudstate.client import Client
-from cloudstate.client.models import Event, Instance
+from cloudstate.client.models import Event
 from cloudstate.exceptions import ProviderPermanentError
 from cloudstate.store.crypto import new_key
 from cloudstate.testing import SimulatedCloud, WebhookReceiver, simulated_cloud, wait_until
@@ -183,7 +184,7 @@ def test_workers_killed_at_random_under_faults_lose_and_double_nothing(
             # The faults stop: a healthy cloud and receiver, no more kills.
             cloud.configure(call_failure_rates={}, throttle_rate=None, visibility_delay_seconds=0)
             flaky.healthy = True
-            _until(api, uuids, "terminated")
+            settled(api, dict.fromkeys(uuids, "terminated"), SETTLE_SECONDS)
             events = list(api.iter_events(page_size=1000))
             _drain(api, receiver, events)
             states = {i.uuid: str(i.state) for i in api.iter_instances(page_size=1000)}
@@ -224,7 +225,7 @@ def _workload(
         api.launch(image="img-basic", hardware_profile="small", instances=batch)
         account_of |= {UUID(i["uuid"]): i["account"] for i in batch}
     uuids = list(account_of)
-    _until(api, uuids, "running")
+    settled(api, dict.fromkeys(uuids, "running"), SETTLE_SECONDS)
     rng = random.Random(7)
     while killer.kills < KILLS and killer.is_alive():
         fleet = {i.uuid: i for i in api.iter_instances(page_size=1000)}
@@ -245,29 +246,6 @@ def _workload(
     for start in range(0, len(uuids), 500):
         api.bulk_action(uuids[start : start + 500], "destroy")
     return uuids, account_of
-
-
-def _until(api: Client, uuids: list[UUID], state: str) -> None:
-    """Wait until every instance is in ``state`` with nothing in flight; on a timeout, say
-    which are not and how each stands (state, raw state, operation, last error)."""
-
-    def wrong() -> list[Instance]:
-        fleet = {i.uuid: i for i in api.iter_instances(page_size=1000)}
-        return [
-            fleet[u]
-            for u in uuids
-            if u in fleet and (str(fleet[u].state) != state or fleet[u].operation is not None)
-        ]
-
-    try:
-        wait_until(lambda: not wrong(), SETTLE_SECONDS, interval=1.0, what=f"all {state}")
-    except AssertionError as exc:
-        stuck = [
-            f"{i.uuid} {i.state} (raw {i.raw_state!r}, operation {i.operation}, "
-            f"error {i.last_error!r}, since {i.state_changed_at:%H:%M:%S})"
-            for i in wrong()
-        ]
-        raise AssertionError(f"{exc}; {len(stuck)} not: {'; '.join(stuck[:10])}") from None
 
 
 def _drain(api: Client, receiver: WebhookReceiver, events: list[Event]) -> None:

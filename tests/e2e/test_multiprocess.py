@@ -39,6 +39,7 @@ from multiprocess_support import (
     final_state_mismatches,
     lease_log,
     lease_overlaps,
+    settled,
     steady_stays,
     unperformed_actions,
 )
@@ -68,7 +69,6 @@ SETTINGS = {
     "CLOUDSTATE_WEBHOOK_ALLOW": "127.0.0.1",  # the receiver is on loopback
     "CLOUDSTATE_DELIVERY_RETRY_SCHEDULE": "0,0.5,1,2,2,2,2,2,2,2",
 }
-UNSETTLED = ("new", "pending", "stopping", "rebooting", "shutting_down", "unknown", "error")
 
 pytestmark = [
     pytest.mark.slow,
@@ -182,26 +182,26 @@ def _fleet(
 
     account_of = _launch(api1, api2)
     uuids = list(account_of)
-    fleet = _settled(api1, dict.fromkeys(uuids, "running"))
+    fleet = settled(api1, dict.fromkeys(uuids, "running"), PHASE_SECONDS)
     timings["launch"], clock = time.monotonic() - clock, time.monotonic()
 
     outside = uuids[::10]  # ~10 %: stopped behind cloudstate's back
     for instance_uuid in outside:
         cloud.external_stop(_provider_id(fleet[instance_uuid]))
     expected = dict.fromkeys(uuids, "running") | dict.fromkeys(outside, "stopped")
-    _settled(api2, expected)
+    settled(api2, expected, PHASE_SECONDS)
     assert _alive(api1, token) == pids, "the three workers are registered and alive"
     started, stopped, rebooted = outside[::2], uuids[5::20], uuids[3::20]
     _bulk(api2, started, "start", timings)
     _bulk(api1, stopped, "stop", timings)
     _bulk(api2, rebooted, "reboot", timings)
     expected |= dict.fromkeys(started, "running") | dict.fromkeys(stopped, "stopped")
-    _settled(api1, expected)
+    settled(api1, expected, PHASE_SECONDS)
     timings["churn"], clock = time.monotonic() - clock, time.monotonic()
 
     for n in range(0, len(uuids), BULK):
         _bulk((api1, api2)[n // BULK % 2], uuids[n : n + BULK], "destroy", timings)
-    _settled(api2, dict.fromkeys(uuids, "terminated"))
+    settled(api2, dict.fromkeys(uuids, "terminated"), PHASE_SECONDS)
     timings["destroy"] = time.monotonic() - clock
     return account_of, timings
 
@@ -223,41 +223,6 @@ def _launch(api1: Client, api2: Client) -> dict[UUID, str]:
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(submit, range(len(orders))))
     return {UUID(i["uuid"]): i["account"] for i in instances}
-
-
-def _settled(api: Client, expected: dict[UUID, str]) -> dict[UUID, Instance]:
-    """Wait until each instance is in its expected state with nothing in flight; on a timeout,
-    say which are not and how they stand."""
-
-    def wrong(fleet: dict[UUID, Instance]) -> list[UUID]:
-        return [u for u, state in expected.items() if not _settled_as(fleet.get(u), state)]
-
-    def check() -> dict[UUID, Instance] | None:
-        if api.list(state=UNSETTLED, limit=1).items:
-            return None
-        fleet = {i.uuid: i for i in api.iter_instances(page_size=1000)}
-        return None if wrong(fleet) else fleet
-
-    try:
-        return wait_until(check, PHASE_SECONDS, interval=0.5, what=f"{len(expected)} settled")
-    except AssertionError as exc:
-        fleet = {i.uuid: i for i in api.iter_instances(page_size=1000)}
-        stuck = [_describe(fleet.get(u), expected[u]) for u in wrong(fleet)]
-        raise AssertionError(f"{exc}; {len(stuck)} not: {'; '.join(stuck[:10])}") from None
-
-
-def _settled_as(instance: Instance | None, state: str) -> bool:
-    return instance is not None and str(instance.state) == state and instance.operation is None
-
-
-def _describe(instance: Instance | None, wanted: str) -> str:
-    if instance is None:
-        return "an instance the API does not list"
-    return (
-        f"{instance.uuid} {instance.state} (raw {instance.raw_state!r}, reason "
-        f"{instance.state_reason!r}, operation {instance.operation}, error "
-        f"{instance.last_error!r}, since {instance.state_changed_at:%H:%M:%S.%f}), want {wanted}"
-    )
 
 
 def _bulk(api: Client, uuids: Sequence[UUID], action: str, timings: dict[str, float]) -> None:

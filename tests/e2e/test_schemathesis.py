@@ -25,7 +25,7 @@ import httpx
 import pytest
 import requests
 import schemathesis
-from api_server import FAST, LiveApi
+from api_server import LiveApi, live_api_on
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
@@ -38,7 +38,6 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from cloudstate.testing import wait_until
-from databases import truncate
 
 pytestmark = [
     pytest.mark.slow,
@@ -72,11 +71,7 @@ def api(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveApi]:
     """The live API on each database in turn (PostgreSQL refuses text SQLite stores)."""
-    settings = dict(FAST)
-    if request.param == "postgresql":
-        settings["database_url"] = request.getfixturevalue("_postgres_schema")
-        truncate(settings["database_url"])
-    with LiveApi(tmp_path_factory.mktemp("schemathesis"), settings=settings) as live:
+    with live_api_on(request, tmp_path_factory, "schemathesis") as live:
         yield live
 
 

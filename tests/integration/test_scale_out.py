@@ -30,7 +30,6 @@ from cloudstate.service.observations import (
     claim_account,
     finish_cycle,
     release_account,
-    renew_account,
 )
 from cloudstate.store import Store
 from cloudstate.store.tables import Account, Event, Instance, LeaseLog, Worker, utcnow
@@ -99,7 +98,7 @@ def test_each_reconcile_lease_is_logged_from_claim_to_release(store: Store) -> N
     account_id = _account(store)
     lease = timedelta(seconds=30)
     assert claim_account(store, "worker-a", now=utcnow(), lease=lease) == (account_id, "sim")
-    assert renew_account(store, Lease(account_id, "worker-a", lease))
+    apply_page(store, Lease(account_id, "worker-a", lease), [], utcnow())  # renews the lease
     release_account(store, account_id, "worker-a")
 
     with store.read() as session:
@@ -154,7 +153,6 @@ def test_a_worker_whose_lease_ran_out_writes_nothing_and_its_log_ends_at_the_exp
 
     with pytest.raises(LeaseLostError):
         apply_page(store, a, [_running("i-2")], utcnow())
-    assert not renew_account(store, a)
     release_account(store, account_id, "worker-a")
 
     with store.read() as session:

@@ -521,18 +521,6 @@ def claim_account(
         return account.id, account.name
 
 
-def renew_account(store: Store, lease: Lease) -> bool:
-    """Extend ``lease`` on its own (a cycle's writes renew it as they commit); False when it
-    ran out or another worker took the account over."""
-    with store.unit_of_work() as uow:
-        try:
-            _hold(uow, lease)
-        except LeaseLostError:
-            return False
-        uow.commit()
-    return True
-
-
 def release_account(store: Store, account_id: int, worker: str) -> None:
     """The cycle is over: give the lease back, and close our lease-log entry. When the lease
     was lost meanwhile, the entry ends at the lease's last renewal: no write of ours was
