@@ -110,7 +110,9 @@ def _request(
     in uuid order and the account row after them, so a bulk request and a reconcile page
     never wait on each other in a cycle."""
     with store.unit_of_work() as uow:
-        rows = _locked(uow, uuids)
+        # Locked: a reconcile page changing one of them meanwhile would make the whole
+        # request stale, and a busy fleet would keep it so.
+        rows = uow.instances.locked(uuids)
         if strict and len(rows) < len(uuids):
             found = {row.uuid for row in rows}
             raise NotFoundError("instance", ", ".join(str(u) for u in uuids if u not in found))
@@ -129,16 +131,6 @@ def _request(
         results = [_result(done, refusals, u) for u in uuids]
         uow.commit()
     return results
-
-
-def _locked(uow: UnitOfWork, uuids: Sequence[UUID]) -> list[Instance]:
-    """The addressed instances, locked in uuid order until the commit (PostgreSQL; SQLite
-    serializes writers anyway): a reconcile page changing one of them meanwhile would make
-    the whole request stale, and a busy fleet would keep it so."""
-    statement = (
-        select(Instance).where(Instance.uuid.in_(uuids)).order_by(Instance.uuid).with_for_update()
-    )
-    return list(uow.session.scalars(statement))
 
 
 def _result(
@@ -343,7 +335,7 @@ def operation_called(
         # The instance first, locked (a reconcile page changing it meanwhile would make this
         # stale, and the job would wait out its claim); then its operation, read after the
         # lock, so a completion or cancel committed meanwhile is seen.
-        locked = _locked(uow, [job.instance_uuid])
+        locked = uow.instances.locked([job.instance_uuid])
         if not locked:
             raise NotFoundError("instance", job.instance_uuid)
         row = locked[0]

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, Row, Select, and_, case, delete, func, select, update
+from sqlalchemy import ColumnElement, Row, and_, case, delete, func, select, update
 
 from cloudstate.domain.events import EventDraft, EventType
 from cloudstate.domain.observations import (
@@ -135,7 +135,8 @@ def _apply(
 ) -> PageResult:
     """Apply the observations that may change something (in uuid order) to their whole rows."""
     account = uow.session.get_one(Account, account_id)
-    rows = {row.uuid: row for row in uow.session.scalars(_locked([o.uuid for o in moving]))}
+    # Locked: an action's bookkeeping writing one of them meanwhile would make the page stale.
+    rows = {row.uuid: row for row in uow.instances.locked([o.uuid for o in moving])}
     policy = orphan_policy(account.config)
     changed = orphans = 0
     destroy: list[tuple[Observation, str]] = []
@@ -153,15 +154,6 @@ def _apply(
         else:
             orphans += _orphan(uow, account, seen, stray)
     return PageResult(changed, orphans, tuple(destroy))
-
-
-def _locked(uuids: Sequence[UUID]) -> Select[Instance]:
-    """Whole rows of the instances about to change, locked in uuid order until the commit
-    (PostgreSQL): an action's bookkeeping writing one of them meanwhile would otherwise make
-    the whole page stale (and a busy fleet keeps some row of every page busy)."""
-    return (
-        select(Instance).where(Instance.uuid.in_(uuids)).order_by(Instance.uuid).with_for_update()
-    )
 
 
 _SNAPSHOT = (
@@ -332,7 +324,7 @@ def finish_cycle(
         missing = sorted(set(live) - seen)
         name = uow.session.scalar(select(Account.name).where(Account.id == account_id))
         for chunk in range(0, len(missing), _CHUNK):
-            rows = uow.session.scalars(_locked(missing[chunk : chunk + _CHUNK]))
+            rows = uow.instances.locked(missing[chunk : chunk + _CHUNK])
             for row in rows:
                 _missing(uow, row, name or "", started_at, grace)
         hurry = _needs_fast_cadence(uow, account_id)
