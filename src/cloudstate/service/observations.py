@@ -351,6 +351,8 @@ def _missing(
     uow: UnitOfWork, row: Instance, account: str, started_at: datetime, grace: timedelta
 ) -> None:
     before = snapshot(row)
+    if row.launched_at is not None and row.launched_at >= started_at:
+        return  # recorded launched after this cycle's listing began: it could not be listed
     if before.operation is Operation.DESTROYING or before.state is InstanceState.SHUTTING_DOWN:
         after, changes = confirmed_gone(before)
     elif row.launched_at is not None and row.launched_at > started_at - grace:
