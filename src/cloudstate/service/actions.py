@@ -6,8 +6,12 @@ action is an ``operations`` row plus the instance's in-flight operation and an
 ``instance.action_requested`` event, in one transaction.
 
 Worker side: ``claim_operations`` hands due operations to the executor; ``operation_called``
-records what the provider said. The operation completes when reconciliation observes its
-target state (see ``domain.observations``), or fails on a permanent error or timeout.
+records what the provider said. Only the executor, which sent the call, judges the outcome
+(``settle_operations``): done once the state the reconciler recorded is the target, or, for a
+destroy, once a lookup after the call finds the instance gone (``destroys_to_verify``,
+``destroy_confirmed``); failed on a permanent error, a timeout, or the instance ending
+elsewhere. A reconcile cycle that does not list an instance with an action in flight leaves
+it alone.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from uuid import UUID, uuid4
 from sqlalchemy import select, update
 
 from cloudstate.domain.events import EventType
-from cloudstate.domain.observations import confirmed_gone
+from cloudstate.domain.observations import confirmed_gone, settle
 from cloudstate.domain.states import (
     EFFECTS,
     Action,
@@ -262,6 +266,7 @@ class OperationJob:
     action: Action
     provider_id: str | None
     attempts: int
+    launched_at: datetime | None = None
 
 
 def claim_operations(
@@ -293,6 +298,7 @@ def claim_operations(
                     Action(operation.action),
                     instance.provider_id,
                     operation.attempts,
+                    instance.launched_at,
                 )
             )
         uow.commit()
@@ -358,11 +364,15 @@ def operation_called(
         uow.commit()
 
 
+LOOKUP_EVERY = timedelta(seconds=2)  # an accepted destroy is looked up at most this often
+
+
 def _called_ok(
     uow: UnitOfWork, operation: OperationRow, row: Instance, account: str, action: Action
 ) -> None:
     operation.status = WAITING
     operation.error = ""
+    operation.next_attempt_at = utcnow() + LOOKUP_EVERY  # the first lookup, if no listing
     effect = EFFECTS[action]
     before = InstanceState(row.state)
     if before in (InstanceState.TERMINATED, effect.target) and action is not Action.REBOOT:
@@ -381,8 +391,96 @@ def _called_ok(
 
 
 def _gone(uow: UnitOfWork, row: Instance, account: str) -> None:
+    """The provider holds the instance gone after our destroy was sent: terminated, and the
+    destroy done."""
     after, changes = confirmed_gone(snapshot(row))
-    commit_changes(uow, row, account, after, changes)
+    after, verdict = settle(after)
+    commit_changes(uow, row, account, after, [*changes, *verdict])
+
+
+_SETTLING = (
+    InstanceState.RUNNING,
+    InstanceState.STOPPED,
+    InstanceState.TERMINATED,
+    InstanceState.ERROR,
+)  # every action's target, and the states in which none can succeed any more
+SETTLE_BATCH = 500
+
+
+def settle_operations(store: Store) -> int:
+    """Judge accepted operations (``waiting``) whose instance's recorded state settles them:
+    ``instance.action_completed`` at the target, ``instance.action_failed`` when the instance
+    ended elsewhere. Returns how many were settled."""
+    with store.unit_of_work() as uow:
+        uuids = list(
+            uow.session.scalars(
+                select(Instance.uuid)
+                .join(OperationRow, OperationRow.instance_uuid == Instance.uuid)
+                .where(OperationRow.status == WAITING, Instance.state.in_(_SETTLING))
+                .order_by(Instance.uuid)
+                .limit(SETTLE_BATCH)
+            )
+        )
+        if not uuids:
+            return 0
+        names = uow.accounts.names()
+        settled = 0
+        for row in uow.instances.locked(uuids):
+            after, verdict = settle(snapshot(row))
+            if verdict:
+                commit_changes(uow, row, names[row.account_id], after, verdict)
+                settled += 1
+        uow.commit()
+    return settled
+
+
+@dataclass(frozen=True)
+class DestroyCheck:
+    """An accepted destroy whose result no listing has shown yet: the executor looks it up."""
+
+    instance_uuid: UUID
+    account_id: int
+
+
+def destroys_to_verify(
+    store: Store, now: datetime, *, every: timedelta = LOOKUP_EVERY, limit: int = 200
+) -> list[DestroyCheck]:
+    """Accepted destroys due for a lookup; each is next due ``every`` later (so a slow
+    provider is asked about each instance at most that often)."""
+    with store.unit_of_work() as uow:
+        rows = uow.session.execute(
+            select(OperationRow, Instance.account_id)
+            .join(Instance, Instance.uuid == OperationRow.instance_uuid)
+            .where(
+                OperationRow.status == WAITING,
+                OperationRow.action == Action.DESTROY,
+                OperationRow.next_attempt_at <= now,
+                Instance.state != InstanceState.TERMINATED,
+            )
+            .order_by(OperationRow.next_attempt_at)
+            .limit(limit)
+        ).all()
+        for operation, _account in rows:
+            operation.next_attempt_at = now + every
+        checks = [DestroyCheck(op.instance_uuid, account) for op, account in rows]
+        uow.commit()
+    return checks
+
+
+def destroy_confirmed(store: Store, uuids: Sequence[UUID]) -> int:
+    """A lookup after the destroy was accepted found these instances gone (absent, or listed
+    ``terminated``): each ends ``terminated`` with its destroy done."""
+    if not uuids:
+        return 0
+    with store.unit_of_work() as uow:
+        names = uow.accounts.names()
+        done = 0
+        for row in uow.instances.locked(sorted(uuids)):
+            if row.operation == Operation.DESTROYING and row.state != InstanceState.TERMINATED:
+                _gone(uow, row, names[row.account_id])
+                done += 1
+        uow.commit()
+    return done
 
 
 def fail_operation(

@@ -19,7 +19,7 @@ other writers (actions, launches): two transactions never wait on each other in 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -44,9 +44,9 @@ from cloudstate.exceptions import (
     ProviderThrottledError,
 )
 from cloudstate.service.launches import Launched, launched
-from cloudstate.service.recording import WAITING, commit_changes, record, snapshot
+from cloudstate.service.recording import commit_changes, record, snapshot
 from cloudstate.store import Store
-from cloudstate.store.tables import Account, Instance, LeaseLog, OperationRow, Orphan, Realm, utcnow
+from cloudstate.store.tables import Account, Instance, LeaseLog, Orphan, Realm, utcnow
 from cloudstate.store.uow import UnitOfWork
 
 _LIVE = (InstanceState.TERMINATED, InstanceState.NEW)
@@ -173,16 +173,13 @@ _SNAPSHOT = (
 
 def _moves(current: Row[Any] | None, account_id: int, seen: Observation, at: datetime) -> bool:
     """May ``seen`` change anything? False only for an instance of ours, launched, whose
-    snapshot the observation leaves as it is (or which changed locally after ``at``). An
-    open reboot always goes the full way: whether it was sent is read from its operation."""
+    snapshot the observation leaves as it is (or which changed locally after ``at``)."""
     if current is None or current.account_id != account_id or current.provider_id is None:
         return True
     if current.provider_id != seen.provider_id:
         return True  # a duplicate: an orphan to report
     if current.state_changed_at > at:
         return False  # the next cycle sees the newer truth (see ``_ours``)
-    if current.operation == Operation.REBOOTING:
-        return True
     before = snapshot(current)
     after, changes = observe(before, seen)
     return bool(changes) or after != before
@@ -233,8 +230,6 @@ def _ours(
 
 def _observe(uow: UnitOfWork, row: Instance, account: str, seen: Observation) -> int:
     before = snapshot(row)
-    if row.operation == Operation.REBOOTING and not _reboot_sent(uow, row):
-        before = replace(before, operation_sent=False)
     after, changes = observe(before, seen)
     if not changes and after == before:
         return 0
@@ -242,14 +237,6 @@ def _observe(uow: UnitOfWork, row: Instance, account: str, seen: Observation) ->
     if changes:
         row.last_seen_at = utcnow()
     return 1
-
-
-def _reboot_sent(uow: UnitOfWork, row: Instance) -> bool:
-    """Has the provider accepted the instance's open reboot (its operation is ``waiting``)?"""
-    sent = select(OperationRow.id).where(
-        OperationRow.instance_uuid == row.uuid, OperationRow.status == WAITING
-    )
-    return uow.session.scalar(sent.limit(1)) is not None
 
 
 def record_orphans(
@@ -350,10 +337,15 @@ _CHUNK = 500  # rows loaded at a time when judging the instances a cycle did not
 def _missing(
     uow: UnitOfWork, row: Instance, account: str, started_at: datetime, grace: timedelta
 ) -> None:
+    """Judge one instance a complete cycle did not list. An action in flight is its
+    executor's to judge (a destroy queued inside the visibility window has not reached the
+    cloud yet: absence proves nothing); the cycle only reports what it saw."""
     before = snapshot(row)
     if row.launched_at is not None and row.launched_at >= started_at:
         return  # recorded launched after this cycle's listing began: it could not be listed
-    if before.operation is Operation.DESTROYING or before.state is InstanceState.SHUTTING_DOWN:
+    if before.operation not in (None, Operation.LAUNCHING):
+        return  # the operation's owner looks the instance up itself
+    if before.state is InstanceState.SHUTTING_DOWN:  # the provider said it was going
         after, changes = confirmed_gone(before)
     elif row.launched_at is not None and row.launched_at > started_at - grace:
         return  # not yet visible: eventual consistency, still within the grace window
