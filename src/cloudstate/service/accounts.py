@@ -75,7 +75,7 @@ def add_subscription(
         raise ValidationError("must be 'http' or 'callable'", field="kind")
     where = parse(SubscriptionFilter, filters or {})
     with store.unit_of_work() as uow:
-        start = 0 if from_start else uow.events.last_seq()
+        start = 0 if from_start else uow.changelog.last_seq()
         row = uow.subscriptions.add(
             kind,
             target,

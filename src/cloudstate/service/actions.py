@@ -57,6 +57,7 @@ from cloudstate.service.recording import (
     snapshot,
 )
 from cloudstate.store import Store
+from cloudstate.store.claims import claimable
 from cloudstate.store.tables import Account, Instance, OperationRow, utcnow
 from cloudstate.store.uow import UnitOfWork
 
@@ -281,10 +282,9 @@ def claim_operations(
             .order_by(OperationRow.requested_at)
             .limit(limit)
         )
-        if not store.database.is_sqlite:
-            statement = statement.with_for_update(skip_locked=True, of=OperationRow)
         jobs = []
-        for operation, instance in uow.session.execute(statement):
+        claimed = claimable(uow.session, statement, of=OperationRow)
+        for operation, instance in uow.session.execute(claimed):
             operation.status = CALLING
             operation.claimed_by = worker
             operation.claimed_until = now + lease

@@ -46,10 +46,15 @@ from cloudstate.exceptions import (
 from cloudstate.service.launches import Launched, launched
 from cloudstate.service.recording import commit_changes, record, snapshot
 from cloudstate.store import Store
+from cloudstate.store.claims import Lease as ClaimLease
+from cloudstate.store.claims import claim_one
 from cloudstate.store.tables import Account, Instance, LeaseLog, Orphan, Realm, utcnow
 from cloudstate.store.uow import UnitOfWork
 
 _LIVE = (InstanceState.TERMINATED, InstanceState.NEW)
+
+
+ACCOUNT_LEASE = ClaimLease(Account.lease_owner, Account.lease_expires_at)
 
 
 @dataclass(frozen=True)
@@ -68,17 +73,9 @@ def _hold(uow: UnitOfWork, lease: Lease) -> None:
     autoflushes before the ``UPDATE``), so the account row is locked last."""
     now = utcnow()
     expires = now + lease.period
-    held = uow.session.execute(
-        update(Account)
-        .where(
-            Account.id == lease.account_id,
-            Account.lease_owner == lease.worker,
-            Account.lease_expires_at > now,
-        )
-        .values(lease_expires_at=expires)
-        .execution_options(synchronize_session=False)
-    )
-    if _rowcount(held) != 1:
+    if not ACCOUNT_LEASE.renew(
+        uow.session, Account.id == lease.account_id, lease.worker, now, expires
+    ):
         raise LeaseLostError(lease.account_id, lease.worker)
     uow.session.execute(
         update(LeaseLog)
@@ -474,14 +471,11 @@ def claim_account(
     with store.unit_of_work() as uow:
         statement = (
             select(Account)
-            .where(Account.next_reconcile_at <= now)
-            .where(Account.lease_owner.is_(None) | (Account.lease_expires_at < now))
+            .where(Account.next_reconcile_at <= now, ACCOUNT_LEASE.free(now))
             .order_by(Account.next_reconcile_at)
             .limit(1)
         )
-        if not store.database.is_sqlite:
-            statement = statement.with_for_update(skip_locked=True)
-        account = uow.session.scalar(statement)
+        account = claim_one(uow.session, statement)
         if account is None:
             return None
         account.lease_owner = worker
@@ -513,14 +507,9 @@ def release_account(store: Store, account_id: int, worker: str) -> None:
     fenced after it (see ``_hold``), and the next holder started later."""
     with store.unit_of_work() as uow:
         now = utcnow()
-        released = uow.session.execute(
-            update(Account)
-            .where(Account.id == account_id, Account.lease_owner == worker)
-            .values(lease_owner=None, lease_expires_at=None)
-            .execution_options(synchronize_session=False)
-        )
+        released = ACCOUNT_LEASE.release(uow.session, Account.id == account_id, worker)
         lost = case((LeaseLog.expires_at < now, LeaseLog.expires_at), else_=now)
-        ended = now if _rowcount(released) else lost
+        ended = now if released else lost
         uow.session.execute(
             update(LeaseLog)
             .where(_open_lease(account_id, worker))

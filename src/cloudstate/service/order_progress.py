@@ -47,7 +47,9 @@ def settle_order(uow: UnitOfWork, order_id: UUID) -> None:
         return
     counts = instance_counts(uow, order_id)
     if order.state == OrderState.ROLLING_BACK:
-        if counts[InstanceState.TERMINATED] == sum(counts.values()):
+        if counts[InstanceState.TERMINATED] == sum(counts.values()) and not _in_flight(
+            uow, order_id
+        ):
             final = (
                 OrderState.CANCELLED if order.reason == CANCELLED_REASON else OrderState.ROLLED_BACK
             )
@@ -70,6 +72,15 @@ def settle_order(uow: UnitOfWork, order_id: UUID) -> None:
         else OrderState.FAILED
     )
     finish(uow, order, final, counts)
+
+
+def _in_flight(uow: UnitOfWork, order_id: UUID) -> bool:
+    """Has an instance of the order an action its executor has not judged yet? A rollback is
+    over only once every destroy is settled by its owner, not when a listing shows the end."""
+    busy = select(Instance.uuid).where(
+        Instance.order_id == order_id, Instance.operation.is_not(None)
+    )
+    return uow.session.scalar(busy.limit(1)) is not None
 
 
 def locked_order(uow: UnitOfWork, order_id: UUID) -> Order | None:

@@ -18,9 +18,15 @@ from cloudstate.domain.orders import OrderState
 from cloudstate.domain.states import InstanceState
 from cloudstate.domain.subscriptions import SubscriptionFilter
 from cloudstate.domain.validation import parse
-from cloudstate.exceptions import NotFoundError, ValidationError, WaitTimeoutError
+from cloudstate.exceptions import (
+    CursorExpiredError,
+    NotFoundError,
+    ValidationError,
+    WaitTimeoutError,
+)
 from cloudstate.service.views import InstanceView, OrderView, instance_view, order_view
 from cloudstate.store import Store
+from cloudstate.store.eventlog import ChangeLog
 from cloudstate.store.repositories import (
     MAX_PAGE,
     AccountRepository,
@@ -29,6 +35,7 @@ from cloudstate.store.repositories import (
     event_record,
 )
 from cloudstate.store.tables import Account, Instance, Order, Realm
+from cloudstate.store.uow import UnitOfWork
 
 S = TypeVar("S", bound=StrEnum)
 
@@ -127,7 +134,26 @@ def events_after(
         raise ValidationError("must be 0 or a sequence number", field="after")
     selection = parse(SubscriptionFilter, dict(where or {})) if where else None
     with store.unit_of_work() as uow:
+        if uow.changelog.number_committed():  # no worker may be numbering (an API alone)
+            uow.commit()
+        check_cursor(uow, after)
         return [event_record(row) for row in uow.events.after(after, limit=limit, where=selection)]
+
+
+def check_cursor(uow: UnitOfWork, after: int) -> None:
+    """The rule of the event log, for every reader: a cursor is good while no event after it
+    was pruned; else ``CursorExpiredError`` (REST: 410), never a silent skip."""
+    first = uow.changelog.first_seq()
+    if after and first and after < first - 1:
+        raise CursorExpiredError(
+            f"events up to {first - 1} are no longer retained; re-list and start over"
+        )
+
+
+def last_seq(store: Store) -> int:
+    """The newest cursor (0 before the first event)."""
+    with store.read() as session:
+        return ChangeLog(session, sqlite=store.database.is_sqlite).last_seq()
 
 
 def instance_events(store: Store, instance_uuid: UUID) -> list[EventRecord]:

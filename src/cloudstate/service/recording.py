@@ -16,7 +16,14 @@ from cloudstate.service.views import instance_view
 from cloudstate.store.tables import Instance, OperationRow, utcnow
 from cloudstate.store.uow import UnitOfWork
 
-_STATE_EVENTS = frozenset({EventType.INSTANCE_STATE_CHANGED, EventType.INSTANCE_LAUNCH_FAILED})
+_ORDER_EVENTS = frozenset(
+    {
+        EventType.INSTANCE_STATE_CHANGED,
+        EventType.INSTANCE_LAUNCH_FAILED,
+        EventType.INSTANCE_ACTION_COMPLETED,  # a rollback ends once its destroys are judged
+        EventType.INSTANCE_ACTION_FAILED,
+    }
+)
 
 # operation statuses
 QUEUED, CALLING, WAITING = "queued", "calling", "waiting"
@@ -28,7 +35,7 @@ def record(uow: UnitOfWork, row: Instance, account: str, kind: EventType, **deta
     """Record ``kind`` for ``row`` as it is now (after the change), in ``uow``'s transaction."""
     data = {"instance": instance_view(row, account).as_event_data(), **details}
     uow.record(EventDraft(kind, data, row.uuid, row.order_id, account), row)
-    if kind in _STATE_EVENTS:
+    if kind in _ORDER_EVENTS:
         watch_order(uow, row.order_id)
 
 
