@@ -18,6 +18,7 @@ from cloudstate.domain.events import EventRecord, EventType
 from cloudstate.domain.orders import LaunchOrderRequest, OrderPolicy, OrderState
 from cloudstate.domain.states import Action, InstanceState, Operation
 from cloudstate.domain.validation import AccountName, Labels, UtcDatetime
+from cloudstate.webhooks.signing import SECRET_PATTERN
 
 if TYPE_CHECKING:  # only the ``of`` constructors name them; keeps the client's import light
     from cloudstate.service.actions import ActionResult
@@ -260,7 +261,10 @@ class SubscriptionCreate(_Request):
     url: str = Field(min_length=1, max_length=2048, description="http(s) callback URL")
     filters: SubscriptionFilterIn = Field(default_factory=SubscriptionFilterIn)
     secret: str | None = Field(
-        default=None, description="whsec_… signing secret; generated (and shown once) if omitted"
+        default=None,
+        pattern=SECRET_PATTERN,
+        description="whsec_… signing secret, base64 of at least 24 bytes; generated (and shown "
+        "once) if omitted",
     )
     include_keys: bool = False
     description: str = Field(default="", max_length=1000)
@@ -303,7 +307,10 @@ class SubscriptionOut(BaseModel):
 
 class SecretRotation(_Request):
     secret: str | None = Field(
-        default=None, description="the new whsec_… secret; generated (and shown once) if omitted"
+        default=None,
+        pattern=SECRET_PATTERN,
+        description="the new whsec_… secret, base64 of at least 24 bytes; generated (and shown "
+        "once) if omitted",
     )
     grace_seconds: float = Field(
         default=86400.0,
