@@ -41,6 +41,10 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+CURSOR_PATTERN = r"^([A-Za-z0-9_-]{22}(==)?)?$"
+"""A page cursor as ``encode_cursor`` writes it (base64url of 16 bytes); empty: the start."""
+
+
 def encode_cursor(after: UUID) -> str:
     """An opaque page cursor: the last item's id (list endpoints page by id)."""
     return base64.urlsafe_b64encode(after.bytes).decode().rstrip("=")

@@ -8,7 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Response
 
 from cloudstate.api.deps import Context, Reader, Writer
-from cloudstate.api.routes import decode_cursor, encode_cursor, responses
+from cloudstate.api.routes import CURSOR_PATTERN, decode_cursor, encode_cursor, responses
 from cloudstate.api.schemas import (
     ActionRequest,
     ActionResponse,
@@ -33,7 +33,7 @@ def list_instances(
     account: str | None = None,
     order: UUID | None = None,
     label: Annotated[list[str], Query(description="key=value; repeat to AND")] = [],  # noqa: B006
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="next_cursor")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> InstancePage:
     views = queries.list_instances(
