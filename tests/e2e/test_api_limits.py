@@ -1,17 +1,24 @@
 """The API under callers who hold it open: ``wait: true`` actions hold no request thread, and
-``/healthz`` never queues behind them."""
+``/healthz`` never queues behind them; event streams share one reader per process, are capped
+per token and per server (429 with ``Retry-After``), and end when their token is revoked."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlencode
 
 import httpx
 import pytest
-from api_server import LiveApi
+from api_server import FAST, LiveApi
+from sqlalchemy import event
 
+from cloudstate.api.streams import REVALIDATE_SECONDS
 from cloudstate.testing import simulated_cloud, wait_until
 
 WAITS = 60
@@ -84,3 +91,163 @@ def test_waiting_actions_hold_no_request_thread_and_health_never_queues_behind_t
     assert max(r for _, r in probes) < 1.0, probes
     assert {a.status_code for a in answers} == {504}, {a.status_code for a in answers}
     assert took < timeout + 10  # the waits ran side by side, not a thread's worth at a time
+
+
+# --- event streams ------------------------------------------------------------------------------
+
+
+class Stream:
+    """One open ``/v1/events/stream``, read in a thread over a plain socket (HTTP/1.0, so the
+    body is the bytes as sent): its status, headers and frames. ``close()`` hangs up at once,
+    as a browser tab closing would."""
+
+    def __init__(self, api: LiveApi, token: str, **params: str) -> None:
+        self.frames: list[dict[str, str]] = []
+        self.ended = threading.Event()
+        self.opened = threading.Event()
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        host, port = api.url.removeprefix("http://").split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=60)
+        query = urlencode(params)
+        request = (
+            f"GET /v1/events/stream{'?' + query if query else ''} HTTP/1.0\r\n"
+            f"Host: {host}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        self.sock.sendall(request.encode())
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+        assert self.opened.wait(10), "the stream did not answer"
+
+    def _read(self) -> None:
+        lines = self.sock.makefile("rb")
+        try:
+            self.status = int(lines.readline().split()[1])
+            while (header := lines.readline().decode().strip()) != "":
+                name, _, value = header.partition(":")
+                self.headers[name.strip().lower()] = value.strip()
+            self.opened.set()
+            frame: dict[str, str] = {}
+            for raw in lines:
+                line = raw.decode().rstrip("\r\n")
+                if not line:
+                    if "id" in frame:
+                        self.frames.append(frame)
+                    frame = {}
+                elif not line.startswith(":"):
+                    key, _, value = line.partition(": ")
+                    frame[key] = value
+        except (OSError, ValueError, IndexError):
+            pass
+        finally:
+            lines.close()
+            self.opened.set()
+            self.ended.set()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
+    settings = {**FAST, "stream_max_per_token": 3, "stream_max_total": 5}
+    with LiveApi(tmp_path_factory.mktemp("capped"), settings=settings) as live:
+        yield live
+
+
+def test_streams_beyond_the_per_token_and_the_server_cap_get_429_with_retry_after(
+    capped: LiveApi,
+) -> None:
+    """3 per token, 5 in all (as configured): the 4th of one token and the 6th in all are
+    refused with a 429 problem and ``Retry-After``; a closed stream gives its place back."""
+    tokens = capped.tokens
+    mine = [Stream(capped, tokens.read) for _ in range(3)]
+    assert {s.status for s in mine} == {200}
+    refused = Stream(capped, tokens.read)
+    assert refused.status == 429
+    assert refused.headers["retry-after"] == "5"
+    assert refused.headers["content-type"] == "application/problem+json"
+    others = [Stream(capped, tokens.write) for _ in range(2)]
+    assert {s.status for s in others} == {200}
+    full = Stream(capped, tokens.admin)
+    assert (full.status, full.headers.get("retry-after")) == (429, "5")
+    mine[0].close()
+    time.sleep(1.5)  # the server notices the hang-up within a second
+    freed = Stream(capped, tokens.admin)
+    assert freed.status == 200
+    for stream in [*mine, refused, *others, full, freed]:
+        stream.close()
+
+
+def test_one_reader_serves_every_stream_and_each_gets_what_its_filters_ask(
+    api: LiveApi,
+) -> None:
+    """40 open streams, idle, cost the database what one reader does (a few reads a second,
+    not one per stream per poll); a launch then reaches every unfiltered stream in full and
+    each filtered one as its filter says (type, instance, label)."""
+    engine = api.cs.store.database.engine
+    reads: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if "FROM events" in statement:
+            reads.append(statement)
+
+    streams = [Stream(api, api.tokens.read) for _ in range(40)]
+    instance = str(uuid.uuid4())
+    by_type = Stream(api, api.tokens.read, type="instance.created")
+    by_instance = Stream(api, api.tokens.read, instance=instance)
+    by_label = Stream(api, api.tokens.read, label="team=blue")
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        time.sleep(2.0)
+        idle_reads = len(reads)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert idle_reads <= 2.0 / 0.2 + 5, idle_reads  # one reader's polls, not 43 streams' worth
+
+    writer = api.client(api.tokens.write)
+    order = {"account": "simulator", "image": "img-basic", "hardware_profile": "small"}
+    launched = writer.post(
+        "/v1/orders",
+        json={**order, "instances": [{"uuid": instance, "labels": {"team": "blue"}}]},
+    )
+    assert launched.status_code == 202, launched.text
+
+    def running_seen() -> bool:
+        return all(
+            any(f["event"] == "instance.state_changed" for f in s.frames)
+            for s in [*streams, by_instance, by_label]
+        )
+
+    wait_until(running_seen, timeout=20, what="every stream seeing the launch")
+    seqs = [[f["id"] for f in s.frames] for s in streams]
+    assert all(s == seqs[0] for s in seqs)  # the same events, in the same order
+    assert [int(i) for i in seqs[0]] == sorted(int(i) for i in seqs[0])
+    assert {f["event"] for f in by_type.frames} == {"instance.created"}
+    assert by_instance.frames
+    assert all(instance in f["data"] for f in by_instance.frames)
+    assert [f["id"] for f in by_label.frames] == [f["id"] for f in by_instance.frames]
+    for stream in [*streams, by_type, by_instance, by_label]:
+        stream.close()
+
+
+def test_a_stream_ends_within_five_seconds_of_its_tokens_revocation(api: LiveApi) -> None:
+    """Revoked while open: the stream is closed by the server within the stated bound
+    (``REVALIDATE_SECONDS``, 5 s, plus one poll), so later events do not reach it."""
+    admin = api.client(api.tokens.admin)
+    made = admin.post("/v1/tokens", json={"name": "ssetest", "scopes": ["read"]}).json()
+    stream = Stream(api, made["token"])
+    assert stream.status == 200
+    time.sleep(0.5)
+    assert admin.delete("/v1/tokens/ssetest").status_code == 200
+    revoked_at = time.monotonic()
+    running(api, 1)  # events after the revocation
+    assert stream.ended.wait(REVALIDATE_SECONDS + 2), "the stream outlived its token"
+    assert time.monotonic() - revoked_at <= REVALIDATE_SECONDS + 2
+    stream.close()
+    again = Stream(api, made["token"])
+    assert again.status == 401
+    again.close()

@@ -31,6 +31,7 @@ from cloudstate.api.routes import (
     tokens,
     workers,
 )
+from cloudstate.api.streams import StreamHub
 from cloudstate.version import __version__
 
 log = logging.getLogger("cloudstate.api")
@@ -74,6 +75,11 @@ def create_app(context: ApiContext) -> FastAPI:
         lifespan=_lifespan,
     )
     app.state.context = context
+    app.state.streams = StreamHub(
+        context.store,
+        max_per_token=context.settings.stream_max_per_token,
+        max_total=context.settings.stream_max_total,
+    )
     for module in (
         orders,
         instances,

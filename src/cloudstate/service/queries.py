@@ -132,6 +132,12 @@ def events_after(
         return [event_record(row) for row in uow.events.after(after, limit=limit, where=selection)]
 
 
+def last_event_seq(store: Store) -> int:
+    """The newest event's cursor (0 when there is none): where a live reader starts."""
+    with store.unit_of_work() as uow:
+        return uow.events.last_seq()
+
+
 def instance_events(store: Store, instance_uuid: UUID) -> list[EventRecord]:
     with store.unit_of_work() as uow:
         uow.instances.get(instance_uuid)

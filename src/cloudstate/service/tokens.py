@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -120,6 +121,22 @@ def authenticate(store: Store, plaintext: str) -> TokenView | None:
     if row.last_used_at is None or utcnow() - row.last_used_at > _TOUCH_EVERY:
         _touch(store, row.id)
     return _view(row)
+
+
+def revoked_among(store: Store, token_ids: Collection[UUID]) -> set[UUID]:
+    """Which of these tokens are revoked (or gone): one query, for the checks that open
+    event streams make on their tokens."""
+    if not token_ids:
+        return set()
+    with store.read() as session:
+        live = set(
+            session.scalars(
+                select(ApiToken.id).where(
+                    ApiToken.id.in_(list(token_ids)), ApiToken.revoked_at.is_(None)
+                )
+            )
+        )
+    return set(token_ids) - live
 
 
 def _touch(store: Store, token_id: UUID) -> None:

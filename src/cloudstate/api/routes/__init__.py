@@ -18,6 +18,7 @@ _DESCRIPTIONS = {
     410: "The cursor is older than the retained events",
     413: "Request body too large",
     422: "Invalid input: each bad field is listed",
+    429: "Too many open streams: retry after the Retry-After seconds",
     502: "The provider refused",
     503: "The provider or the database is unavailable",
     504: "Timed out waiting for the target state",
