@@ -15,6 +15,8 @@ import os
 import uuid
 from pathlib import Path
 
+import pytest
+
 from cloudstate.embedded import CloudState
 from cloudstate.providers.simulator import SimulatedCloud
 from cloudstate.service.queries import get_order
@@ -70,6 +72,7 @@ def _judged(state: str, recorded: dict[str, str], cloud: SimulatedCloud) -> str:
     return ""
 
 
+@pytest.mark.timeout(max(300, RUNS * 20))
 def test_a_rolled_back_order_leaves_nothing_alive_run_after_run(tmp_path: Path) -> None:
     """Run after run, the order ends ``rolled_back`` only once every instance the cloud
     created has had its destroy sent and taken (the ledger shows ``action:destroy``) and

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -19,6 +20,8 @@ from cloudstate.service.views import (
 )
 from cloudstate.store import Store
 from cloudstate.store.tables import utcnow
+from cloudstate.webhooks.safety import redact_url
+from cloudstate.webhooks.signing import check_secret
 
 
 def add_account(
@@ -73,6 +76,8 @@ def add_subscription(
     """Subscribe to events committed from now on (or to all retained events: ``from_start``)."""
     if kind not in ("http", "callable"):
         raise ValidationError("must be 'http' or 'callable'", field="kind")
+    if secret is not None:
+        check_secret(secret)
     where = parse(SubscriptionFilter, filters or {})
     with store.unit_of_work() as uow:
         start = 0 if from_start else uow.changelog.last_seq()
@@ -87,6 +92,14 @@ def add_subscription(
         )
         uow.commit()
         return subscription_view(row, secret)
+
+
+def as_seen_by(view: SubscriptionView, *, admin: bool) -> SubscriptionView:
+    """A subscription as a caller sees it: below admin, the webhook URL's user, password,
+    query string and fragment (where receivers put their own tokens) are redacted."""
+    if admin or view.kind != "http":
+        return view
+    return replace(view, target=redact_url(view.target))
 
 
 def list_subscriptions(store: Store) -> list[SubscriptionView]:
@@ -173,8 +186,9 @@ def rotate_subscription_secret(
     Returns the view with the new secret (shown this once) and when the old one stops signing
     (``None``: at once, for a zero grace or when there was none). A secret still in its grace
     from an earlier rotation is dropped: at most two sign at a time. Callable subscriptions are
-    not signed (``ConflictError``). The caller validates the secret's format.
+    not signed (``ConflictError``). A malformed or short secret is a ``ValidationError``.
     """
+    check_secret(secret)
     with store.unit_of_work() as uow:
         row = uow.subscriptions.get(subscription_id)
         if row.kind != "http":

@@ -10,6 +10,8 @@ from enum import StrEnum
 from typing import TypeVar
 from uuid import UUID
 
+import anyio
+import anyio.to_thread
 from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import joinedload
 
@@ -136,8 +138,10 @@ def events_after(
     with store.unit_of_work() as uow:
         if uow.changelog.number_committed():  # no worker may be numbering (an API alone)
             uow.commit()
-        check_cursor(uow, after)
-        return [event_record(row) for row in uow.events.after(after, limit=limit, where=selection)]
+        rows = uow.events.after(after, limit=limit, where=selection)
+        if after and (selection is not None or (rows and rows[0].seq != after + 1)):
+            check_cursor(uow, after)  # else the page itself shows nothing after it was pruned
+        return [event_record(row) for row in rows]
 
 
 def check_cursor(uow: UnitOfWork, after: int) -> None:
@@ -216,6 +220,26 @@ def wait_for_state(
         if time.monotonic() >= deadline:
             raise WaitTimeoutError(not_settled_message(views, state, timeout))
         time.sleep(0.1)
+
+
+WAIT_POLL_SECONDS = 0.25
+
+
+async def wait_for_state_async(
+    store: Store, uuids: Sequence[UUID], state: InstanceState, *, timeout: float
+) -> list[InstanceView]:
+    """``wait_for_state`` for an event loop: the wait holds no thread, only each short read
+    does (one every ``WAIT_POLL_SECONDS``), so waiting requests never take the request threads
+    other requests need."""
+    deadline = time.monotonic() + timeout
+    while True:
+        views = await anyio.to_thread.run_sync(lambda: [get_instance(store, u) for u in uuids])
+        if settled(views, state):
+            return views
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise WaitTimeoutError(not_settled_message(views, state, timeout))
+        await anyio.sleep(min(WAIT_POLL_SECONDS, left))
 
 
 def not_settled_message(views: Sequence[InstanceView], state: InstanceState, timeout: float) -> str:

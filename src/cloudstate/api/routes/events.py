@@ -7,9 +7,6 @@ the retained events gets 410 Gone: the client re-lists current state and starts 
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -21,19 +18,14 @@ from cloudstate.api.deps import Context, Reader
 from cloudstate.api.routes import responses
 from cloudstate.api.routes.instances import parse_labels
 from cloudstate.api.schemas import MAX_SEQ, EventOut, EventPage
+from cloudstate.api.streams import HubStream, StreamHub
 from cloudstate.domain.events import EventType
 from cloudstate.domain.subscriptions import SubscriptionFilter
 from cloudstate.domain.validation import parse
 from cloudstate.exceptions import FieldError, ValidationError
 from cloudstate.service import queries
-from cloudstate.store import Store
-from cloudstate.webhooks.envelope import cloud_event
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
-
-PAGE = 500
-HEARTBEAT_SECONDS = 15.0
-POLL_SECONDS = 0.2
 
 
 def _filters(
@@ -89,46 +81,31 @@ def list_events(
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "CloudEvents, one per event"},
-        **responses(410),
+        **responses(410, 429),
     },
 )
 async def stream_events(
     request: Request,
     ctx: Context,
-    _: Reader,
+    token: Reader,
     filters: Filters,
     after: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
-    """Every event after the cursor, then live ones as they commit (``id:`` = seq)."""
+    """Every event after the cursor, then live ones as they commit (``id:`` = seq). Streams
+    per token and per server are limited (429 with ``Retry-After``); a stream ends within
+    ``REVALIDATE_SECONDS`` of its token's revocation."""
     cursor = _resume_point(after, last_event_id)
     await run_in_threadpool(queries.events_after, ctx.store, cursor, limit=1)  # 410 now
-    body = _stream(request, ctx.store, cursor, filters)
+    hub: StreamHub = request.app.state.streams
+    place = hub.admit(token.id)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(body, media_type="text/event-stream", headers=headers)
-
-
-async def _stream(
-    request: Request, store: Store, cursor: int, filters: dict[str, Any]
-) -> AsyncIterator[str]:
-    yield "retry: 2000\n\n"
-    quiet = 0.0
-    while not await request.is_disconnected():
-        records = await run_in_threadpool(
-            queries.events_after, store, cursor, limit=PAGE, where=filters or None
-        )
-        for record in records:
-            data = json.dumps(cloud_event(record, source="/cloudstate"), separators=(",", ":"))
-            yield f"id: {record.seq}\nevent: {record.type}\ndata: {data}\n\n"
-            cursor = record.seq
-        if records:
-            quiet = 0.0
-            continue
-        await asyncio.sleep(POLL_SECONDS)
-        quiet += POLL_SECONDS
-        if quiet >= HEARTBEAT_SECONDS:
-            quiet = 0.0
-            yield ": keep-alive\n\n"
+    return HubStream(
+        hub.events(place, cursor, filters, request.is_disconnected),
+        lambda: hub.release(place),
+        media_type="text/event-stream",
+        headers=headers,
+    )
 
 
 def _resume_point(after: int | None, last_event_id: str | None) -> int:
