@@ -18,7 +18,7 @@ from uuid import UUID
 from sqlalchemy import func, select
 
 from cloudstate.config import Settings
-from cloudstate.domain.states import Action, InstanceState
+from cloudstate.domain.states import UNSETTLED_OPERATIONS, Action, InstanceState
 from cloudstate.engine.backoff import backoff
 from cloudstate.engine.drivers import DriverPool
 from cloudstate.engine.loop import TickResult
@@ -26,7 +26,6 @@ from cloudstate.exceptions import CloudStateError, ProviderError, ProviderNotFou
 from cloudstate.providers.base import Driver
 from cloudstate.service import actions
 from cloudstate.service.actions import OperationJob
-from cloudstate.service.recording import OPEN
 from cloudstate.store import Store
 from cloudstate.store.tables import Instance, OperationRow, utcnow
 
@@ -154,6 +153,8 @@ class Executor:
     def _open(self) -> bool:
         with self.store.read() as session:
             count = session.scalar(
-                select(func.count()).select_from(OperationRow).where(OperationRow.status.in_(OPEN))
+                select(func.count())
+                .select_from(OperationRow)
+                .where(OperationRow.status.in_(UNSETTLED_OPERATIONS))
             )
         return bool(count)

@@ -28,9 +28,11 @@ from cloudstate.domain.events import EventType
 from cloudstate.domain.observations import confirmed_gone, settle
 from cloudstate.domain.states import (
     EFFECTS,
+    UNSETTLED_OPERATIONS,
     Action,
     InstanceState,
     Operation,
+    OperationStatus,
     allowed_actions,
     check_action,
 )
@@ -44,13 +46,6 @@ from cloudstate.exceptions import (
     ValidationError,
 )
 from cloudstate.service.recording import (
-    CALLING,
-    CANCELLED,
-    FAILED,
-    OPEN,
-    QUEUED,
-    SUCCEEDED,
-    WAITING,
     apply,
     commit_changes,
     record,
@@ -220,8 +215,10 @@ def destroyed_before_create(uow: UnitOfWork, row: Instance, account: str) -> Non
     created, so it ends here with its destroy done."""
     uow.session.execute(
         update(OperationRow)
-        .where(OperationRow.instance_uuid == row.uuid, OperationRow.status.in_(OPEN))
-        .values(status=SUCCEEDED, finished_at=utcnow())
+        .where(
+            OperationRow.instance_uuid == row.uuid, OperationRow.status.in_(UNSETTLED_OPERATIONS)
+        )
+        .values(status=OperationStatus.SUCCEEDED, finished_at=utcnow())
     )
     _destroy_unlaunched(uow, row, account)
     row.operation = None
@@ -251,8 +248,8 @@ def _cancel_open(uow: UnitOfWork, uuids: Sequence[UUID], reason: str) -> None:
         return
     uow.session.execute(
         update(OperationRow)
-        .where(OperationRow.instance_uuid.in_(uuids), OperationRow.status == QUEUED)
-        .values(status=CANCELLED, error=reason, finished_at=utcnow())
+        .where(OperationRow.instance_uuid.in_(uuids), OperationRow.status == OperationStatus.QUEUED)
+        .values(status=OperationStatus.CANCELLED, error=reason, finished_at=utcnow())
     )
 
 
@@ -278,14 +275,16 @@ def claim_operations(
         statement = (
             select(OperationRow, Instance)
             .join(Instance, Instance.uuid == OperationRow.instance_uuid)
-            .where(OperationRow.status == QUEUED, OperationRow.next_attempt_at <= now)
+            .where(
+                OperationRow.status == OperationStatus.QUEUED, OperationRow.next_attempt_at <= now
+            )
             .order_by(OperationRow.requested_at)
             .limit(limit)
         )
         jobs = []
         claimed = claimable(uow.session, statement, of=OperationRow)
         for operation, instance in uow.session.execute(claimed):
-            operation.status = CALLING
+            operation.status = OperationStatus.CALLING
             operation.claimed_by = worker
             operation.claimed_until = now + lease
             operation.started_at = operation.started_at or now
@@ -311,8 +310,8 @@ def release_expired_operations(store: Store, now: datetime) -> int:
     with store.unit_of_work() as uow:
         result = uow.session.execute(
             update(OperationRow)
-            .where(OperationRow.status == CALLING, OperationRow.claimed_until < now)
-            .values(status=QUEUED, claimed_by=None, claimed_until=None)
+            .where(OperationRow.status == OperationStatus.CALLING, OperationRow.claimed_until < now)
+            .values(status=OperationStatus.QUEUED, claimed_by=None, claimed_until=None)
         )
         uow.commit()
     return int(getattr(result, "rowcount", 0) or 0)
@@ -322,8 +321,8 @@ def postpone(store: Store, job: OperationJob, until: datetime) -> None:
     """Not callable yet (the instance's launch is still being settled): try again later."""
     with store.unit_of_work() as uow:
         operation = uow.session.get_one(OperationRow, job.id)
-        if operation.status == CALLING:
-            operation.status = QUEUED
+        if operation.status == OperationStatus.CALLING:
+            operation.status = OperationStatus.QUEUED
             operation.attempts -= 1
             operation.next_attempt_at = until
         uow.commit()
@@ -347,16 +346,16 @@ def operation_called(
         row = locked[0]
         operation = uow.session.get_one(OperationRow, job.id)
         account = uow.session.get_one(Account, row.account_id).name
-        if operation.status != CALLING:
+        if operation.status != OperationStatus.CALLING:
             return  # cancelled or taken over meanwhile
         if error is None:
             _called_ok(uow, operation, row, account, job.action)
         elif isinstance(error, ProviderNotFoundError) and job.action is Action.DESTROY:
-            operation.status = SUCCEEDED
+            operation.status = OperationStatus.SUCCEEDED
             operation.finished_at = utcnow()
             _gone(uow, row, account)
         elif error.retryable and retry_at is not None:
-            operation.status = QUEUED
+            operation.status = OperationStatus.QUEUED
             operation.next_attempt_at = retry_at
             operation.error = str(error)
         else:
@@ -370,7 +369,7 @@ LOOKUP_EVERY = timedelta(seconds=2)  # an accepted destroy is looked up at most 
 def _called_ok(
     uow: UnitOfWork, operation: OperationRow, row: Instance, account: str, action: Action
 ) -> None:
-    operation.status = WAITING
+    operation.status = OperationStatus.WAITING
     operation.error = ""
     operation.next_attempt_at = utcnow() + LOOKUP_EVERY  # the first lookup, if no listing
     effect = EFFECTS[action]
@@ -416,7 +415,9 @@ def settle_operations(store: Store) -> int:
             uow.session.scalars(
                 select(Instance.uuid)
                 .join(OperationRow, OperationRow.instance_uuid == Instance.uuid)
-                .where(OperationRow.status == WAITING, Instance.state.in_(_SETTLING))
+                .where(
+                    OperationRow.status == OperationStatus.WAITING, Instance.state.in_(_SETTLING)
+                )
                 .order_by(Instance.uuid)
                 .limit(SETTLE_BATCH)
             )
@@ -452,7 +453,7 @@ def destroys_to_verify(
             select(OperationRow, Instance.account_id)
             .join(Instance, Instance.uuid == OperationRow.instance_uuid)
             .where(
-                OperationRow.status == WAITING,
+                OperationRow.status == OperationStatus.WAITING,
                 OperationRow.action == Action.DESTROY,
                 OperationRow.next_attempt_at <= now,
                 Instance.state != InstanceState.TERMINATED,
@@ -487,7 +488,7 @@ def fail_operation(
     uow: UnitOfWork, operation: OperationRow, row: Instance, account: str, error: str
 ) -> None:
     """The operation is over without reaching its target: say so, and free the instance."""
-    operation.status = FAILED
+    operation.status = OperationStatus.FAILED
     operation.error = error
     operation.finished_at = utcnow()
     row.operation = None
@@ -507,7 +508,7 @@ def expire_operations(store: Store, now: datetime, timeout: timedelta) -> int:
     """Operations that have waited longer than ``timeout`` for their target state fail."""
     with store.unit_of_work() as uow:
         statement = select(OperationRow).where(
-            OperationRow.status == WAITING, OperationRow.started_at < now - timeout
+            OperationRow.status == OperationStatus.WAITING, OperationRow.started_at < now - timeout
         )
         expired = list(uow.session.scalars(statement))
         for operation in expired:
@@ -524,11 +525,11 @@ def destroyed_without_provider(store: Store, job: OperationJob) -> None:
         operation = uow.session.get_one(OperationRow, job.id)
         row = uow.instances.get(job.instance_uuid)
         if row.provider_id is not None:  # launched after all, just now: destroy it for real
-            operation.status, operation.next_attempt_at = QUEUED, utcnow()
+            operation.status, operation.next_attempt_at = OperationStatus.QUEUED, utcnow()
             uow.commit()
             return
         account = uow.session.get_one(Account, row.account_id).name
-        operation.status = SUCCEEDED
+        operation.status = OperationStatus.SUCCEEDED
         operation.finished_at = utcnow()
         _gone(uow, row, account)
         row.operation = None

@@ -23,7 +23,7 @@ from cloudstate.domain.states import InstanceState
 from cloudstate.store.tables import Instance, Order, utcnow
 from cloudstate.store.uow import UnitOfWork
 
-OPEN = (OrderState.ACCEPTED, OrderState.LAUNCHING)
+OPEN_ORDERS = (OrderState.ACCEPTED, OrderState.LAUNCHING)
 _UNSETTLED = (InstanceState.NEW, InstanceState.PENDING)
 _FAILED = (InstanceState.ERROR, InstanceState.TERMINATED)
 CANCELLED_REASON = "cancelled by request"
@@ -40,10 +40,10 @@ def settle_order(uow: UnitOfWork, order_id: UUID) -> None:
     recognised without a lock: instance changes long after the launch (every stop, start,
     destroy) then take no order lock, and writers touching several orders cannot deadlock."""
     state = uow.session.scalar(select(Order.state).where(Order.id == order_id))
-    if state not in (*OPEN, OrderState.ROLLING_BACK):
+    if state not in (*OPEN_ORDERS, OrderState.ROLLING_BACK):
         return
     order = locked_order(uow, order_id)
-    if order is None or order.state not in (*OPEN, OrderState.ROLLING_BACK):
+    if order is None or order.state not in (*OPEN_ORDERS, OrderState.ROLLING_BACK):
         return
     counts = instance_counts(uow, order_id)
     if order.state == OrderState.ROLLING_BACK:
