@@ -19,14 +19,11 @@ from cloudstate.api.schemas import (
     SubscriptionOut,
     SubscriptionUpdate,
 )
-from cloudstate.config import Settings
 from cloudstate.domain.auth import Scope
-from cloudstate.exceptions import ValidationError
 from cloudstate.service import accounts
 from cloudstate.service.tokens import TokenView
 from cloudstate.service.views import SubscriptionView
 from cloudstate.webhooks.safety import WebhookPolicy
-from cloudstate.webhooks.signing import generate_secret
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
 
@@ -38,16 +35,15 @@ def list_subscriptions(ctx: Context, token: Reader) -> list[SubscriptionOut]:
 
 @router.post("", status_code=201, responses=responses(413))
 def create_subscription(body: SubscriptionCreate, ctx: Context, token: Writer) -> SubscriptionOut:
-    check_url(body.url, ctx.settings)
-    secret = body.secret or generate_secret()
     view = accounts.add_subscription(
         ctx.store,
         "http",
         body.url,
         body.filters.model_dump(mode="json"),
-        secret=secret,
+        secret=body.secret,
         include_keys=body.include_keys,
         description=body.description,
+        policy=WebhookPolicy.from_settings(ctx.settings),
     )
     return _shown(view, token)
 
@@ -62,8 +58,6 @@ def update_subscription(
     subscription_id: UUID, body: SubscriptionUpdate, ctx: Context, token: Writer
 ) -> SubscriptionOut:
     """Change the URL, filters or description; ``enabled: true`` re-enables it."""
-    if body.url is not None:
-        check_url(body.url, ctx.settings)
     view = accounts.update_subscription(
         ctx.store,
         subscription_id,
@@ -71,6 +65,7 @@ def update_subscription(
         filters=body.filters.model_dump(mode="json") if body.filters else None,
         enabled=body.enabled,
         description=body.description,
+        policy=WebhookPolicy.from_settings(ctx.settings),
     )
     return _shown(view, token)
 
@@ -100,10 +95,9 @@ def rotate_secret(
     """A new signing secret, shown in this response only. The old one keeps signing beside it
     (two signatures in ``webhook-signature``) for ``grace_seconds``. 409 for a callable."""
     body = body or SecretRotation()
-    secret = body.secret or generate_secret()
     grace = timedelta(seconds=body.grace_seconds)
     view, expires = accounts.rotate_subscription_secret(
-        ctx.store, subscription_id, secret, grace=grace
+        ctx.store, subscription_id, body.secret, grace=grace
     )
     seen = accounts.as_seen_by(view, admin=token.allows(Scope.ADMIN))
     return RotatedSubscriptionOut.rotated(seen, expires)
@@ -111,15 +105,3 @@ def rotate_secret(
 
 def _shown(view: SubscriptionView, token: TokenView) -> SubscriptionOut:
     return SubscriptionOut.of(accounts.as_seen_by(view, admin=token.allows(Scope.ADMIN)))
-
-
-def check_url(url: str, settings: Settings) -> None:
-    """A 422 on ``url`` unless it is http(s) with a host that does not resolve only to
-    addresses the webhook policy refuses (loopback, private, metadata, ... unless allowed).
-
-    Blocking (DNS, bounded by the policy's timeout): FastAPI runs these sync routes in a
-    worker thread, off the event loop. Deliveries check again, since DNS can change.
-    """
-    problem = WebhookPolicy.from_settings(settings).url_problem(url)
-    if problem is not None:
-        raise ValidationError(problem, field="url")
