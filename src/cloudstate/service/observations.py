@@ -51,7 +51,7 @@ from cloudstate.store.claims import claim_one
 from cloudstate.store.tables import Account, Instance, LeaseLog, Orphan, Realm, utcnow
 from cloudstate.store.uow import UnitOfWork
 
-_LIVE = (InstanceState.TERMINATED, InstanceState.NEW)
+_NOT_JUDGED = (InstanceState.TERMINATED, InstanceState.NEW)  # not judged when missing
 
 
 ACCOUNT_LEASE = ClaimLease(Account.lease_owner, Account.lease_expires_at)
@@ -302,7 +302,7 @@ def finish_cycle(
             select(Instance.uuid).where(
                 Instance.account_id == account_id,
                 Instance.provider_id.is_not(None),
-                Instance.state.not_in(_LIVE),
+                Instance.state.not_in(_NOT_JUDGED),
             )
         )
         missing = sorted(set(live) - seen)
@@ -338,6 +338,8 @@ def _missing(
     executor's to judge (a destroy queued inside the visibility window has not reached the
     cloud yet: absence proves nothing); the cycle only reports what it saw."""
     before = snapshot(row)
+    if before.state in _NOT_JUDGED:
+        return  # ended (or reset) since the cycle read its live instances: read again, locked
     if row.launched_at is not None and row.launched_at >= started_at:
         return  # recorded launched after this cycle's listing began: it could not be listed
     if before.operation not in (None, Operation.LAUNCHING):
@@ -428,7 +430,7 @@ def _all_unknown(uow: UnitOfWork, account: Account, reason: UnknownReason) -> No
     statement = select(Instance).where(
         Instance.account_id == account.id,
         Instance.provider_id.is_not(None),
-        Instance.state.not_in([*_LIVE, InstanceState.ERROR]),
+        Instance.state.not_in([*_NOT_JUDGED, InstanceState.ERROR]),
     )
     for row in uow.session.scalars(statement):
         after, changes = unobservable(snapshot(row), reason)
