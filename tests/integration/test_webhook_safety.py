@@ -315,10 +315,12 @@ def test_every_entry_point_gets_the_url_policy_and_a_generated_secret(store: Sto
     refused naming ``url`` (unless the policy allows it), one without a secret gets a
     generated ``whsec_`` secret, and a new URL on an existing webhook is checked too."""
     with pytest.raises(ValidationError) as refused:
-        accounts.add_subscription(store, "http", "http://127.0.0.1:9/hook")
+        accounts.add_subscription(store, "http", "http://127.0.0.1:9/hook", policy=WebhookPolicy())
     assert refused.value.errors[0].field == "url"
     allowed = WebhookPolicy.parse(["127.0.0.1"])
     view = accounts.add_subscription(store, "http", "http://127.0.0.1:9/hook", policy=allowed)
     assert (view.secret or "").startswith("whsec_")
     with pytest.raises(ValidationError):
-        accounts.update_subscription(store, view.id, target="http://169.254.169.254/x")
+        accounts.update_subscription(
+            store, view.id, target="http://169.254.169.254/x", policy=allowed
+        )

@@ -76,9 +76,9 @@ def add_subscription(
 ) -> SubscriptionView:
     """Subscribe to events committed from now on (or to all retained events: ``from_start``).
 
-    A webhook (``http``) must pass the URL ``policy`` (default: public addresses only) and is
-    signed with ``secret``, or with a generated one (shown in the returned view, this once).
-    Every entry point (API, CLI, embedded) gets the same rules here."""
+    A webhook (``http``) must pass the URL ``policy`` (the API passes the operator's, from the
+    settings; ``None`` is for the operator's own code: tests, benchmarks) and is signed with
+    ``secret``, or with a generated one (shown in the returned view, this once)."""
     if kind not in ("http", "callable"):
         raise ValidationError("must be 'http' or 'callable'", field="kind")
     if kind == "http":
@@ -107,7 +107,7 @@ def check_url(url: str, policy: WebhookPolicy | None) -> None:
     only to addresses the webhook policy refuses (loopback, private, metadata, ... unless the
     operator allowed them). Blocking (DNS, bounded by the policy's timeout). Deliveries check
     again, since DNS can change."""
-    problem = (policy or WebhookPolicy()).url_problem(url)
+    problem = policy.url_problem(url) if policy is not None else None
     if problem is not None:
         raise ValidationError(problem, field="url")
 

@@ -363,7 +363,7 @@ def operation_called(
         uow.commit()
 
 
-LOOKUP_EVERY = timedelta(seconds=2)  # an accepted destroy is looked up at most this often
+LOOKUP_EVERY = timedelta(seconds=5)  # an accepted destroy is looked up at most this often
 
 
 def _called_ok(

@@ -64,6 +64,15 @@ RELEASE_BATCH = 1000
 
 Key = tuple[UUID, str]  # (subscription, ordering key): one queue, sent in order
 
+_PROMOTE = text(
+    "UPDATE deliveries SET head = TRUE FROM ("
+    " SELECT first.id FROM unnest(CAST(:subscriptions AS uuid[]), CAST(:keys AS varchar[]))"
+    "   AS key(subscription_id, ordering_key)"
+    " CROSS JOIN LATERAL (SELECT id FROM deliveries AS d"
+    "   WHERE d.subscription_id = key.subscription_id AND d.ordering_key = key.ordering_key"
+    "   AND d.status IN ('pending', 'delivering') ORDER BY d.event_number LIMIT 1) AS first"
+    ") AS next WHERE deliveries.id = next.id"
+)
 _LOCK_KEYS = text(
     "SELECT pg_advisory_xact_lock(k) FROM"
     " (SELECT k FROM unnest(CAST(:keys AS bigint[])) AS k ORDER BY k) AS ordered"
@@ -225,6 +234,24 @@ class DeliveryRepository(_Repository):
                     .execution_options(synchronize_session=False)
                 )
 
+    def _promote(self, keys: Collection[Key]) -> None:
+        """Each key's head has just finished (the caller holds the keys' locks): its next
+        unfinished delivery, if any, becomes the head. On PostgreSQL one statement for the
+        whole batch, each key read through ``ix_deliveries_open_by_key`` up to its first row."""
+        if not keys:
+            return
+        if not self._postgres:
+            self._rehead(keys)
+            return
+        ordered = sorted(keys)
+        self.session.execute(
+            _PROMOTE,
+            {
+                "subscriptions": [subscription for subscription, _ in ordered],
+                "keys": [key for _, key in ordered],
+            },
+        )
+
     # claiming -----------------------------------------------------------------------------
 
     def claim(
@@ -342,7 +369,7 @@ class DeliveryRepository(_Repository):
             return {}
         self._lock(finished)
         self.session.execute(update(Delivery), changes)  # one executemany: same columns
-        self._rehead(finished)
+        self._promote(finished)
         return {change["id"]: change["status"] for change in changes}
 
     def disable_subscription(self, subscription_id: UUID, reason: str) -> int:
