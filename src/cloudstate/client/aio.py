@@ -22,6 +22,7 @@ from cloudstate.client.models import (
     DeliveryPage,
     Event,
     EventPage,
+    ExternalActionResult,
     Health,
     Instance,
     InstancePage,
@@ -31,6 +32,7 @@ from cloudstate.client.models import (
     Realm,
     Replay,
     RotatedSubscription,
+    SimulatedInstance,
     Subscription,
     Token,
     Worker,
@@ -312,6 +314,47 @@ class AsyncClient:
 
     async def realms(self, account: str | None = None) -> builtins.list[Realm]:
         return await self._run(calls.realms(account))
+
+    # --- the simulated cloud's console (simulator accounts only) ------------------------------
+
+    async def simulator_instances(
+        self, account: str | None = None
+    ) -> builtins.list[SimulatedInstance]:
+        """What the simulated cloud really holds for each simulator account (raw states)."""
+        return await self._run(calls.simulator_instances(account))
+
+    async def simulator_act(
+        self,
+        action: str,
+        provider_ids: Iterable[str] = (),
+        *,
+        every: bool = False,
+        account: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        name: str | None = None,
+    ) -> ExternalActionResult:
+        """``stop``, ``start``, ``reboot`` or ``terminate`` instances "by someone else": the ids
+        given, or every instance the filters select (``every``, ``account``, ``labels``,
+        ``name``; all given must match)."""
+        body = {
+            "action": action,
+            "provider_ids": list(provider_ids),
+            "all": every,
+            "account": account,
+            "labels": dict(labels or {}),
+            "name": name,
+        }
+        return await self._run(calls.simulator_act(body))
+
+    async def simulator_knobs(self, account: str | None = None, **changes: Any) -> dict[str, Any]:
+        """The simulated cloud's knobs after applying ``changes`` (none: just read them)."""
+        return await self._run(calls.simulator_knobs(changes, account))
+
+    async def simulator_realm(
+        self, name: str, available: bool, *, reason: str = "", account: str | None = None
+    ) -> None:
+        """Make a realm of the simulated cloud available or not."""
+        await self._run(calls.simulator_realm(name, available, reason, account))
 
     async def workers(self, *, include_stopped: bool = False) -> builtins.list[Worker]:
         """Worker processes, their last heartbeat and what they hold."""

@@ -5,6 +5,10 @@ These are aliases, not copies, so the client cannot drift from what the server s
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import BaseModel
+
 from cloudstate.api.schemas import (
     AccountOut,
     ActionResponse,
@@ -43,6 +47,42 @@ RotatedSubscription = RotatedSubscriptionOut
 Subscription = SubscriptionOut
 Token = TokenOut
 
+
+class SimulatedInstance(BaseModel):
+    """An instance as the simulated cloud holds it (``GET /v1/simulator/instances``)."""
+
+    account: str
+    provider_id: str
+    name: str
+    state: str
+    uuid: str | None
+    realm: str | None
+    public_addresses: list[str]
+    private_addresses: list[str]
+    labels: dict[str, str]
+
+
+class ExternalResult(BaseModel):
+    """What one change "by someone else" did: ``ok`` and the raw state now, or the error."""
+
+    provider_id: str
+    account: str
+    name: str
+    ok: bool
+    state: str
+    error: str
+
+
+class ExternalActionResult(BaseModel):
+    """The answer of ``POST /v1/simulator/instances/actions``."""
+
+    done: int
+    refused: int
+    results: list[ExternalResult]
+
+
+Knobs = dict[str, Any]
+
 __all__ = [
     "Account",
     "ActionOutcome",
@@ -52,6 +92,8 @@ __all__ = [
     "DeliveryPage",
     "Event",
     "EventPage",
+    "ExternalActionResult",
+    "ExternalResult",
     "Health",
     "Instance",
     "InstancePage",
@@ -61,6 +103,7 @@ __all__ = [
     "Realm",
     "Replay",
     "RotatedSubscription",
+    "SimulatedInstance",
     "Subscription",
     "Token",
 ]
