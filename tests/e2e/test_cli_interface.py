@@ -255,3 +255,17 @@ def test_every_help_reads_cleanly() -> None:
         return found
 
     assert len(commands([])) > 30
+
+
+def test_the_readme_python_client_example_runs_twice_and_ends(
+    server: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's client example runs as written against a live server, twice in a row
+    (fresh UUIDs, no AlreadyExistsError), and each run ends (it breaks out of the stream)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Python client", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    monkeypatch.setenv("CLOUDSTATE_URL", server.url)
+    monkeypatch.setenv("CLOUDSTATE_TOKEN", server.token)
+    for _ in range(2):
+        exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
