@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import os
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -11,6 +12,7 @@ from typing import Any, TypeVar, Unpack
 from uuid import UUID
 
 import httpx
+from httpx_sse import EventSource
 
 from cloudstate.client import base, calls, errors, sse
 from cloudstate.client.calls import Call, EventFilters, InstanceFilters, Params
@@ -37,7 +39,6 @@ from cloudstate.client.models import (
     Token,
     Worker,
 )
-from cloudstate.config import Settings
 
 T = TypeVar("T")
 
@@ -55,10 +56,10 @@ class AsyncClient:
         token: str | None = None,
         *,
         timeout: float = 30.0,
-        settings: Settings | None = None,
+        home: str | os.PathLike[str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._endpoint = base.Endpoint.resolve(url, token, settings)
+        self._endpoint = base.Endpoint.resolve(url, token, home)
         self._timeout = timeout
         self._http = httpx.AsyncClient(
             base_url=self.url,
@@ -408,13 +409,12 @@ class AsyncClient:
         params = calls.event_filters(filters)
         cursor, policy, retry, resumed = after, sse.Reconnect(retries), None, False
         while True:
-            decoder = sse.Decoder(retry=retry)
             try:
                 async with self._open_stream(params, cursor, resumed) as response:
                     policy.connected()
-                    async for line in response.aiter_lines():
-                        message = decoder.feed(line)
-                        if message is not None:
+                    async for message in EventSource(response).aiter_sse():
+                        retry = sse.retry_of(message, retry)
+                        if message.data:  # a block with only retry: or a comment is no event
                             event = sse.to_event(message)
                             cursor = event.seq
                             yield event
@@ -425,7 +425,7 @@ class AsyncClient:
                     raise asyncio.CancelledError from exc
                 if not policy.failed():
                     raise errors.unreachable(self.url, exc) from exc
-            retry, resumed = decoder.retry, True
+            resumed = True
             await asyncio.sleep(policy.delay(retry))
 
     @asynccontextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from typing import Any, TypeVar, Unpack
 from uuid import UUID
 
 import httpx
+from httpx_sse import EventSource
 
 from cloudstate.client import base, calls, errors, sse
 from cloudstate.client.calls import Call, EventFilters, InstanceFilters, Params
@@ -37,7 +39,6 @@ from cloudstate.client.models import (
     Token,
     Worker,
 )
-from cloudstate.config import Settings
 
 T = TypeVar("T")
 
@@ -58,10 +59,10 @@ class Client:
         token: str | None = None,
         *,
         timeout: float = 30.0,
-        settings: Settings | None = None,
+        home: str | os.PathLike[str] | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._endpoint = base.Endpoint.resolve(url, token, settings)
+        self._endpoint = base.Endpoint.resolve(url, token, home)
         self._timeout = timeout
         self._http = httpx.Client(
             base_url=self.url,
@@ -403,20 +404,19 @@ class Client:
         params = calls.event_filters(filters)
         cursor, policy, retry, resumed = after, sse.Reconnect(retries), None, False
         while True:
-            decoder = sse.Decoder(retry=retry)
             try:
                 with self._open_stream(params, cursor, resumed) as response:
                     policy.connected()
-                    for line in response.iter_lines():
-                        message = decoder.feed(line)
-                        if message is not None:
+                    for message in EventSource(response).iter_sse():
+                        retry = sse.retry_of(message, retry)
+                        if message.data:  # a block with only retry: or a comment is no event
                             event = sse.to_event(message)
                             cursor = event.seq
                             yield event
             except httpx.TransportError as exc:
                 if not policy.failed():
                     raise errors.unreachable(self.url, exc) from exc
-            retry, resumed = decoder.retry, True
+            resumed = True
             time.sleep(policy.delay(retry))
 
     @contextmanager
