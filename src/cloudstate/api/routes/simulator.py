@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from cloudstate.api.deps import Admin, Context, Reader, Writer
+from cloudstate.api.deps import Context, Reader, Writer
 from cloudstate.api.routes import responses
 from cloudstate.domain.validation import Labels
 from cloudstate.service import simulator
@@ -88,7 +88,7 @@ def list_simulated_instances(
     ]
 
 
-@router.post("/instances/actions", responses=responses(404))
+@router.post("/instances/actions", responses=responses(404, 413))
 def act_on_simulated_instances(
     ctx: Context, _: Writer, body: ExternalActionRequest
 ) -> ExternalActionResponse:
@@ -128,16 +128,16 @@ def get_simulator_knobs(ctx: Context, _: Reader, account: str | None = None) -> 
     return simulator.configure(ctx.store, ctx.settings.home, {}, account)
 
 
-@router.patch("/knobs", responses=responses(404, 409))
+@router.patch("/knobs", responses=responses(404, 409, 413))
 def configure_simulator(
-    ctx: Context, _: Admin, changes: dict[str, Any], account: str | None = None
+    ctx: Context, _: Writer, changes: dict[str, Any], account: str | None = None
 ) -> dict[str, Any]:
     """Change knobs (e.g. ``{"unreachable": true}``: an outage) for every account on that
     cloud; the knobs now in force. An unknown knob is a 422 naming it."""
     return simulator.configure(ctx.store, ctx.settings.home, changes, account)
 
 
-@router.put("/realms/{realm}", status_code=204, responses=responses(404, 409))
+@router.put("/realms/{realm}", status_code=204, responses=responses(404, 409, 413))
 def set_simulated_realm(
     ctx: Context, _: Writer, realm: str, body: RealmChange, account: str | None = None
 ) -> None:
