@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CODE   := src tests $(wildcard bench)
 
-.PHONY: run test lint typecheck unit bench bench-medians chaos scale clean lock
+.PHONY: run test lint typecheck unit bench bench-medians chaos scale rollback clean lock
 
 # Exactly the locked versions (hashes checked), then cloudstate itself without dependencies.
 $(STAMP): pyproject.toml requirements-dev.lock
@@ -64,6 +64,10 @@ chaos: $(STAMP)
 # The full multi-process run: 2,000 instances, 3 workers, 2 APIs (make test runs 200).
 scale: $(STAMP)
 	CLOUDSTATE_MP_INSTANCES=2000 $(BIN)/pytest -s -p no:cacheprovider tests/e2e/test_multiprocess.py
+
+# The rollback that must leave nothing running, 50 times in a row (make test runs 3).
+rollback: $(STAMP)
+	CLOUDSTATE_ROLLBACK_RUNS=50 $(BIN)/pytest -s -p no:cacheprovider tests/e2e/test_rollback_truth.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build src/*.egg-info

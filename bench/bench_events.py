@@ -31,6 +31,7 @@ Usage: ``python bench/bench_events.py [--quick]``
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -58,7 +59,7 @@ from _common import (
     track_fleet,
     wait_for,
 )
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from cloudstate.providers.simulator import SimulatedCloud
 from cloudstate.service import accounts
@@ -233,6 +234,48 @@ def ready(store: Store, children: Children) -> bool:
         return all(at is not None for at in session.scalars(select(Account.last_cycle_at)).all())
 
 
+class LockWaits:
+    """Samples, every 20 ms on a connection of its own, how many sessions of the database
+    wait on a lock (``pg_stat_activity.wait_event_type = 'Lock'``), and how many of them on an
+    advisory lock: what writers of events wait on each other for."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.samples: list[tuple[int, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> LockWaits:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        query = text(
+            "SELECT count(*), count(*) FILTER (WHERE wait_event = 'advisory')"
+            " FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock'"
+        )
+        with self.store.database.engine.connect() as connection:
+            while not self._stop.wait(0.02):
+                waiting, advisory = connection.execute(query).one()
+                self.samples.append((int(waiting), int(advisory)))
+                connection.rollback()
+
+    def summary(self) -> str:
+        count = len(self.samples) or 1
+        any_wait = sum(1 for waiting, _ in self.samples if waiting) / count
+        mean = sum(waiting for waiting, _ in self.samples) / count
+        advisory = sum(adv for _, adv in self.samples) / count
+        return (
+            f"sessions waiting on a lock: mean {mean:.2f} (advisory {advisory:.2f}), "
+            f"some waiting in {any_wait:.0%} of {len(self.samples):,} samples"
+        )
+
+
 def run(opts: Any, reporter: Reporter, home: Path, url: str) -> None:
     per_account = 500 if opts.quick else 3_000
     seconds = 3.0 if opts.quick else 10.0
@@ -280,7 +323,8 @@ def phases(
     rate = TARGET_RATE / EVENTS_PER_CHANGE
     receiver.reset()
     start = time.time()
-    busy = driver.run(rate, seconds)
+    with LockWaits(store) as waits:
+        busy = driver.run(rate, seconds)
     end = time.time()
     busy_drain, drained = drain(store, children, max_drain)
     busy_records = receiver.records()
@@ -307,6 +351,7 @@ def phases(
         "calm_records": calm_records,
         "calm_drained": calm_drained,
         "max_drain": max_drain,
+        "lock_waits": waits.summary(),
     }
 
 
@@ -330,7 +375,8 @@ def report(reporter: Reporter, results: dict[str, Any], ceiling: float) -> None:
         ratio=rate / ceiling,
         note=f"offered {results['offered']:,.0f}/s; {drained}; latency of what arrived: p50 "
         f"{median(busy):.2f} s, p99 {percentile(busy, 0.99):.2f} s, of which change → "
-        f"committed event p50 {median(results['busy_commit_latencies']):.2f} s",
+        f"committed event p50 {median(results['busy_commit_latencies']):.2f} s; "
+        f"{results['lock_waits']}",
     )
     calm: list[Change] = results["calm_changes"]
     measured = latencies(calm, results["calm_records"])

@@ -19,4 +19,6 @@ def truncate(url: str) -> None:
     tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
     with engine.begin() as connection:
         connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        # the migration's one counter row, as a fresh database has it (store.eventlog)
+        connection.execute(text("INSERT INTO event_counter (id, last_seq) VALUES (1, 0)"))
     engine.dispose()

@@ -56,6 +56,23 @@ class Settings(BaseSettings):
     token: SecretStr | None = Field(
         default=None, description="API token for the CLI; default: the token file in the home."
     )
+    start_timeout_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long a process starting keeps retrying a database that does not "
+        "answer (one log line per attempt), before it exits non-zero.",
+    )
+    stream_max_per_token: int = Field(
+        default=50,
+        ge=1,
+        description="Open event streams (SSE) one token may hold on one API process; more "
+        "are refused with 429 and Retry-After.",
+    )
+    stream_max_total: int = Field(
+        default=1000,
+        ge=1,
+        description="Open event streams one API process serves in all; more get 429.",
+    )
     event_retention_days: float = Field(
         default=7.0, gt=0, description="Events older than this are pruned (the last one is kept)."
     )

@@ -24,11 +24,11 @@ from cloudstate.config import Settings, load_settings
 from cloudstate.domain.events import EventRecord
 from cloudstate.domain.states import EFFECTS, Action, InstanceState
 from cloudstate.engine import Engine
-from cloudstate.exceptions import ConflictError, StoreError, ValidationError, WaitTimeoutError
+from cloudstate.exceptions import ConflictError, ValidationError, WaitTimeoutError
 from cloudstate.service import accounts, actions, order_control, orders, queries
 from cloudstate.service.actions import ActionResult
 from cloudstate.service.views import AccountView, InstanceView, OrderView, SubscriptionView
-from cloudstate.store import Store
+from cloudstate.startup import open_store
 
 log = logging.getLogger("cloudstate")
 
@@ -52,8 +52,7 @@ class CloudState:
             given = {"home": home, "database_url": database_url, **overrides}
             settings = load_settings(**{k: v for k, v in given.items() if v is not None})
         self.settings = settings
-        self.store = Store.from_settings(settings)
-        prepare_schema(self.store)
+        self.store = open_store(settings)
         self.engine = Engine(self.store, settings, log_events=log_events)
         if default_account:
             self._ensure_default_account()
@@ -257,14 +256,6 @@ class CloudState:
             self.add_account(DEFAULT_ACCOUNT, "simulator", config=config)
         except ConflictError as exc:  # another process created it first
             log.debug("default account: %s", exc)
-
-
-def prepare_schema(store: Store) -> None:
-    """SQLite (the embedded default) migrates itself; PostgreSQL must be upgraded explicitly."""
-    if store.database.is_sqlite:
-        store.upgrade()
-    elif not store.database.is_current():
-        raise StoreError("the database schema is not current; run 'cloudstate db upgrade' first")
 
 
 def _needs_default(request: Mapping[str, Any]) -> bool:

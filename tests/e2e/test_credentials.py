@@ -83,15 +83,19 @@ def exercise(api: LiveApi) -> list[str]:
         "instances": [{"uuid": str(uuid.uuid4())}],
         "credentials": {"keyed": {"secret_access_key": INLINE}},
     }
+    replacing = admin.post("/v1/orders", json=order)
+    assert replacing.status_code == 409, replacing.text  # an admin's credentials stay
+    responses += [admin.post("/v1/accounts", json={"name": "bare", "provider": "simulator"})]
+    order = {**order, "account": "bare", "credentials": {"bare": {"secret_access_key": INLINE}}}
     launched = admin.post("/v1/orders", json=order)
     assert launched.status_code == 202, launched.text
     bad = admin.post("/v1/orders", json={**order, "credentials": {"other": {"k": INLINE}}})
     assert bad.status_code == 422, bad.text
     again = admin.get(f"/v1/orders/{launched.json()['id']}")
-    account = admin.get("/v1/accounts/keyed")
-    assert account.json()["status"] == "ok"  # the order's credentials replaced the refused ones
-    assert account.json()["credentials_from_order"] is True
-    answers = [*responses, refused, launched, bad, again, account]
+    account = admin.get("/v1/accounts/bare")
+    assert account.json()["status"] == "ok"
+    assert account.json()["credentials_from_order"] is True  # the order filled an empty account
+    answers = [*responses, refused, replacing, launched, bad, again, account]
     return [r.text for r in answers] + every_event(admin)
 
 
@@ -132,3 +136,81 @@ def test_an_account_created_with_verify_is_not_stored_when_refused(tmp_path: Pat
             response = admin.post("/v1/accounts", json=body)
         assert response.status_code == 502, response.text
         assert admin.get("/v1/accounts/refused").status_code == 404
+
+
+def inline_order(account: str, credentials: dict[str, str], **fields: object) -> dict[str, object]:
+    return {
+        "account": account,
+        "image": "img-basic",
+        "hardware_profile": "small",
+        "instances": [{"uuid": str(uuid.uuid4())}],
+        "credentials": {account: credentials},
+        **fields,
+    }
+
+
+def test_a_write_token_cannot_replace_credentials_an_admin_set_on_an_account(
+    tmp_path: Path,
+) -> None:
+    """The audit's attack: an admin sets an account's credentials, then a write token's order
+    carries other ones inline. Refused with a 409 problem naming the account and the way to
+    replace them (PATCH, admin); nothing is written: the account keeps its credentials and
+    status, and the order's instance does not exist. The same credentials repeated are fine
+    and change nothing."""
+    with LiveApi(tmp_path / "home") as api:
+        admin, writer = api.client(api.tokens.admin), api.client(api.tokens.write)
+        body = {"name": "opacct", "provider": "simulator", "config": {"fast": True}}
+        created = admin.post("/v1/accounts", json={**body, "credentials": {"api_key": SECRET}})
+        assert created.status_code == 201, created.text
+
+        order = inline_order("opacct", {"api_key": INLINE}, credentials_ttl=1)
+        refused = writer.post("/v1/orders", json=order)
+
+        assert refused.status_code == 409, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        problem = refused.json()
+        assert problem["title"] == "Conflict"
+        assert "'opacct'" in problem["detail"]
+        assert "PATCH /v1/accounts/opacct" in problem["detail"]
+        assert not leaks(refused.text)
+        account = admin.get("/v1/accounts/opacct").json()
+        assert (account["credentials_from_order"], account["status"]) == (False, "ok")
+        assert account["credentials_expire_at"] is None
+        instance = order["instances"][0]["uuid"]  # type: ignore[index]
+        assert admin.get(f"/v1/instances/{instance}").status_code == 404
+
+        same = writer.post("/v1/orders", json=inline_order("opacct", {"api_key": SECRET}))
+        assert same.status_code == 202, same.text
+        account = admin.get("/v1/accounts/opacct").json()
+        assert (account["credentials_from_order"], account["credentials_expire_at"]) == (
+            False,
+            None,
+        )
+
+
+def test_inline_credentials_fill_an_empty_account_and_never_replace_another_orders_live_ones(
+    tmp_path: Path,
+) -> None:
+    """An account without credentials takes an order's; a later order with other credentials
+    gets 409 while those work, and may replace them once they are refused (status
+    ``credentials``: the design note's flow of handing them over again)."""
+    with LiveApi(tmp_path / "home") as api:
+        admin, writer = api.client(api.tokens.admin), api.client(api.tokens.write)
+        body = {"name": "empty", "provider": "simulator", "config": {"fast": True}}
+        assert admin.post("/v1/accounts", json=body).status_code == 201
+
+        first = writer.post("/v1/orders", json=inline_order("empty", {"api_key": INLINE}))
+        assert first.status_code == 202, first.text
+        assert admin.get("/v1/accounts/empty").json()["credentials_from_order"] is True
+        other = writer.post("/v1/orders", json=inline_order("empty", {"api_key": ROTATED}))
+        assert other.status_code == 409, other.text
+        assert "from an earlier order" in other.json()["detail"]
+
+        with simulated_cloud(api.cs.settings.simulator_path) as cloud:
+            cloud.configure(rejected_namespaces=["empty"])
+            assert admin.post("/v1/accounts/empty/verify").status_code == 502
+            cloud.configure(rejected_namespaces=[])
+        assert admin.get("/v1/accounts/empty").json()["status"] == "credentials"
+        again = writer.post("/v1/orders", json=inline_order("empty", {"api_key": ROTATED}))
+        assert again.status_code == 202, again.text
+        assert admin.get("/v1/accounts/empty").json()["status"] == "ok"

@@ -188,7 +188,7 @@ def provider_id(cs: CloudState, instance_uuid: uuid.UUID) -> str:
 def last_seq(cs: CloudState) -> int:
     """The event cursor now."""
     with cs.store.unit_of_work() as uow:
-        return uow.events.last_seq()
+        return uow.changelog.last_seq()
 
 
 def account_row(cs: CloudState) -> Account:

@@ -21,12 +21,14 @@ import pytest
 from sqlalchemy import select
 
 from cloudstate.config import Settings, load_settings
+from cloudstate.domain.deliveries import DeliveryStatus, Outcome
 from cloudstate.domain.events import EventDraft, EventRecord, EventType
 from cloudstate.domain.orders import resolve_order
 from cloudstate.domain.subscriptions import SubscriptionFilter
 from cloudstate.engine.callables import CallableRegistry
 from cloudstate.engine.deliverer import Deliverer
 from cloudstate.engine.loop import run_burst
+from cloudstate.engine.sequencer import number_events
 from cloudstate.store import Store
 from cloudstate.store.deliveries import (
     LEAVE,
@@ -34,8 +36,6 @@ from cloudstate.store.deliveries import (
     Admission,
     Candidate,
     DeliveryResult,
-    DeliveryStatus,
-    Outcome,
 )
 from cloudstate.store.tables import Delivery, Event, Subscription, utcnow
 from cloudstate.testing import WebhookReceiver
@@ -70,6 +70,7 @@ def _launch(store: Store, count: int) -> list[uuid.UUID]:
             draft = EventDraft(EventType.INSTANCE_CREATED, {"state": "new"}, spec.uuid, None, "sim")
             uow.record(draft, row)
         uow.commit()
+    number_events(store)  # what a worker's sequencer does after each commit (PostgreSQL)
     return [spec.uuid for spec in order.instances]
 
 
@@ -82,6 +83,7 @@ def _change(store: Store, instance_uuid: uuid.UUID, state: str) -> None:
         )
         uow.record(draft, row)
         uow.commit()
+    number_events(store)
 
 
 def _subscribe(
@@ -104,7 +106,7 @@ def _deliveries(store: Store, subscription_id: uuid.UUID) -> list[Delivery]:
         statement = (
             select(Delivery)
             .where(Delivery.subscription_id == subscription_id)
-            .order_by(Delivery.event_seq)
+            .order_by(Delivery.event_number)
         )
         return list(session.scalars(statement))
 
@@ -669,9 +671,13 @@ class TestClaims:
             3,
             "timed out after 15 s",
         )
-        assert [row.status for row in _deliveries(store, gone)] == ["cancelled", "cancelled"]
-        assert _subscription(store, gone).enabled is False
-        assert _subscription(store, main).enabled is True
+        # The manager records a 410 as cancelled and hands the key to its next delivery; the
+        # deliverer, not the store, disables the subscription (test_410_gone_disables_…).
+        assert [(row.status, row.head) for row in _deliveries(store, gone)] == [
+            ("cancelled", False),
+            ("pending", True),
+        ]
+        assert _subscription(store, gone).enabled is True
 
 
 # several workers ------------------------------------------------------------------------------

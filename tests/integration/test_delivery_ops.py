@@ -14,17 +14,19 @@ from datetime import timedelta
 import pytest
 
 from cloudstate.config import Settings, load_settings
+from cloudstate.domain.deliveries import Outcome
 from cloudstate.domain.events import EventDraft, EventRecord, EventType
 from cloudstate.domain.orders import resolve_order
 from cloudstate.engine.callables import CallableRegistry
 from cloudstate.engine.deliverer import Deliverer
 from cloudstate.engine.loop import run_burst
+from cloudstate.engine.sequencer import number_events
 from cloudstate.exceptions import ConflictError, CursorExpiredError, NotFoundError
 from cloudstate.service import accounts, deliveries
 from cloudstate.service.retention import prune_events
 from cloudstate.store import Store
-from cloudstate.store.deliveries import DeliveryResult, Outcome
-from cloudstate.store.tables import Delivery, utcnow
+from cloudstate.store.deliveries import DeliveryResult
+from cloudstate.store.tables import Delivery, Event, utcnow
 from cloudstate.webhooks import generate_secret
 
 LEASE = timedelta(seconds=30)
@@ -57,6 +59,7 @@ def _instances(store: Store, count: int, events: int) -> list[uuid.UUID]:
                 )
                 uow.record(draft, row)
                 uow.commit()
+    number_events(store)  # what a worker's sequencer does after each commit (PostgreSQL)
     return uuids
 
 
@@ -71,6 +74,14 @@ def _rows(store: Store, subscription_id: uuid.UUID) -> list[Delivery]:
         return rows
 
 
+def _cursor(store: Store, row: Delivery) -> int:
+    """The global cursor (``seq``) of a delivery's event."""
+    with store.read() as session:
+        seq = session.get_one(Event, row.event_number).seq
+    assert seq is not None
+    return seq
+
+
 def _set(store: Store, delivery_id: int, **values: object) -> None:
     """Put a delivery in a given state (what earlier attempts would have left)."""
     with store.unit_of_work() as uow:
@@ -83,7 +94,7 @@ def _set(store: Store, delivery_id: int, **values: object) -> None:
 
 def _last_seq(store: Store) -> int:
     with store.unit_of_work() as uow:
-        return uow.events.last_seq()
+        return uow.changelog.last_seq()
 
 
 @pytest.fixture
@@ -116,8 +127,10 @@ def test_the_log_pages_in_event_order_and_filters_by_status(store: Store) -> Non
     first = deliveries.list_deliveries(store, subscription, limit=4)
     second = deliveries.list_deliveries(store, subscription, after=first.next_after or 0, limit=4)
 
-    assert [item.event_seq for item in first.items + second.items] == [r.event_seq for r in rows]
-    assert first.next_after == rows[3].event_seq
+    assert [item.event_seq for item in first.items + second.items] == [
+        _cursor(store, r) for r in rows
+    ]
+    assert first.next_after == _cursor(store, rows[3])
     assert second.next_after is None
     dead = deliveries.list_deliveries(store, subscription, statuses=["dead"]).items
     assert [(d.id, d.attempts, d.last_status_code, d.last_error) for d in dead] == [
@@ -172,7 +185,7 @@ def test_retry_refuses_delivered_in_flight_and_disabled_ones(store: Store) -> No
     _set(store, delivered.id, status="delivered", attempts=1, delivered_at=utcnow())
     _set(store, in_flight.id, status="delivering", claimed_by="w", claimed_until=utcnow() + LEASE)
 
-    replay_hint = f"replay its subscription after {delivered.event_seq - 1}"
+    replay_hint = f"replay its subscription after {_cursor(store, delivered) - 1}"
     with pytest.raises(ConflictError, match=replay_hint):
         deliveries.retry_delivery(store, delivered.id)
     with pytest.raises(ConflictError, match="being attempted now"):
@@ -218,7 +231,7 @@ def test_replay_restarts_finished_rows_creates_missing_ones_and_leaves_in_flight
     result = deliveries.replay(store, subscription, 0)
 
     assert (result.queued, result.created, result.reset, result.in_flight) == (3, 1, 2, 1)
-    assert (result.after, result.through, result.more) == (0, in_flight.event_seq, False)
+    assert (result.after, result.through, result.more) == (0, _cursor(store, in_flight), False)
     rows = _rows(store, subscription)
     assert [(r.status, r.attempts, r.ordering_key) for r in rows] == [
         ("pending", 0, str(a)),
@@ -249,7 +262,7 @@ def test_replay_queues_at_most_limit_events_and_says_where_to_go_on(store: Store
         cursor = step.through
         if not step.more:
             break
-    seqs = [row.event_seq for row in _rows(store, subscription)]
+    seqs = [_cursor(store, row) for row in _rows(store, subscription)]
     assert covered == [seqs[1], seqs[3], seqs[4]]
     assert [r.status for r in _rows(store, subscription)] == ["pending"] * 5
     nothing = deliveries.replay(store, subscription, seqs[-1])

@@ -17,6 +17,7 @@ from cloudstate.domain.events import EventDraft, EventType
 from cloudstate.domain.orders import resolve_order
 from cloudstate.domain.states import InstanceState
 from cloudstate.domain.subscriptions import SubscriptionFilter
+from cloudstate.engine.sequencer import number_events
 from cloudstate.exceptions import (
     AlreadyExistsError,
     ConflictError,
@@ -255,6 +256,7 @@ class TestOutbox:
     def test_a_change_and_its_events_commit_together(self, store: Store) -> None:
         """Accepting an order writes instances and one instance.created event each."""
         uuids = _launch(store, _order(3))
+        number_events(store)  # PostgreSQL: a cursor is given after commit (a worker's job)
         with store.read() as session:
             assert session.scalar(select(Instance).where(Instance.uuid == uuids[0])) is not None
             events = list(session.scalars(select(Event).order_by(Event.seq)))
@@ -375,9 +377,11 @@ class TestOutbox:
         for thread in threads:
             thread.join()
         assert errors == []
+        number_events(store)
         with store.read() as session:
             events = session.scalars(select(Event).order_by(Event.seq)).all()
         assert len(events) == 8 + 80
+        assert [e.seq for e in events] == list(range(1, 89))  # gap-free, every one numbered
         for instance_uuid in uuids:
             mine = [e.instance_seq for e in events if e.instance_uuid == instance_uuid]
             assert mine == list(range(1, 12))

@@ -26,7 +26,8 @@ from cloudstate.engine.callables import CallableRegistry
 from cloudstate.engine.deliverer import Deliverer
 from cloudstate.engine.drivers import DriverPool
 from cloudstate.engine.loop import run_burst
-from cloudstate.exceptions import ConfigurationError
+from cloudstate.exceptions import ConfigurationError, ValidationError
+from cloudstate.service import accounts
 from cloudstate.service.tokens import create_token
 from cloudstate.store import Store
 from cloudstate.testing import WebhookReceiver, wait_until
@@ -310,3 +311,17 @@ class TestDelivery:
         assert requests == ["/hook"]
         [row] = _deliveries(store, subscription)
         assert (row.status, row.last_status_code, row.last_error) == ("dead", 302, "HTTP 302")
+
+
+def test_every_entry_point_gets_the_url_policy_and_a_generated_secret(store: Store) -> None:
+    """The rules live in the service, not in the API's route: a webhook to loopback is
+    refused naming ``url`` (unless the policy allows it), one without a secret gets a
+    generated ``whsec_`` secret, and a new URL on an existing webhook is checked too."""
+    with pytest.raises(ValidationError) as refused:
+        accounts.add_subscription(store, "http", "http://127.0.0.1:9/hook")
+    assert refused.value.errors[0].field == "url"
+    allowed = WebhookPolicy.parse(["127.0.0.1"])
+    view = accounts.add_subscription(store, "http", "http://127.0.0.1:9/hook", policy=allowed)
+    assert (view.secret or "").startswith("whsec_")
+    with pytest.raises(ValidationError):
+        accounts.update_subscription(store, view.id, target="http://169.254.169.254/x")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from anyio import to_thread
 from fastapi import FastAPI, Response
-from fastapi.responses import RedirectResponse
+from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import URL
@@ -33,6 +33,7 @@ from cloudstate.api.routes import (
     tokens,
     workers,
 )
+from cloudstate.api.streams import StreamHub
 from cloudstate.version import __version__
 
 log = logging.getLogger("cloudstate.api")
@@ -44,6 +45,8 @@ Errors are RFC 9457 `application/problem+json`. The operator dashboard is at `/u
 """
 
 UI_DIRECTORY = Path(__file__).resolve().parent.parent / "ui"
+DOCS_DIRECTORY = Path(__file__).resolve().parent / "docs"
+"""Swagger UI's files, vendored with their licence (see its README.md), and our page for it."""
 UI_HEADERS = {
     # Scripts and styles only from files of our own (no inline code), API calls to this origin.
     "Content-Security-Policy": (
@@ -69,12 +72,17 @@ def create_app(context: ApiContext) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # ours below: Swagger UI from the package, under the dashboard's CSP
         redoc_url=None,
         lifespan=_lifespan,
         generate_unique_id_function=operation_id,
     )
     app.state.context = context
+    app.state.streams = StreamHub(
+        context.store,
+        max_per_token=context.settings.stream_max_per_token,
+        max_total=context.settings.stream_max_total,
+    )
     for module in (
         orders,
         instances,
@@ -90,6 +98,8 @@ def create_app(context: ApiContext) -> FastAPI:
     ):
         app.include_router(module.router)
     app.mount("/ui", _Dashboard(directory=UI_DIRECTORY, html=True), name="ui")
+    app.mount("/docs/assets", _Dashboard(directory=DOCS_DIRECTORY), name="docs-assets")
+    app.add_api_route("/docs", _docs, include_in_schema=False)
     app.add_api_route("/", _to_dashboard, include_in_schema=False)
     errors.install(app)
     app.add_middleware(RequestLog)  # added last: outermost, so 413 and 431 are logged too
@@ -161,12 +171,17 @@ def _log_request(scope: Scope, status: int, started: float) -> None:
 
 
 class _Dashboard(StaticFiles):
-    """The dashboard's files, each answered with ``UI_HEADERS``."""
+    """The dashboard's (or the docs') files, each answered with ``UI_HEADERS``."""
 
     async def get_response(self, path: str, scope: Scope) -> Response:
         response = await super().get_response(path, scope)
         response.headers.update(UI_HEADERS)
         return response
+
+
+def _docs() -> FileResponse:
+    """The API documentation: Swagger UI, every file from this package, with ``UI_HEADERS``."""
+    return FileResponse(DOCS_DIRECTORY / "index.html", headers=UI_HEADERS)
 
 
 def _to_dashboard() -> RedirectResponse:

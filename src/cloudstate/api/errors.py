@@ -9,7 +9,9 @@ answered 500 without internals.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -25,6 +27,7 @@ from cloudstate.exceptions import (
     CloudStateError,
     ConfigurationError,
     ConflictError,
+    CursorExpiredError,
     NotFoundError,
     ProviderAuthError,
     ProviderError,
@@ -46,6 +49,7 @@ _STATUS: list[tuple[type[CloudStateError], int, str]] = [
     (NotFoundError, 404, "Not found"),
     (ActionNotAllowedError, 409, "Action not allowed"),
     (ConflictError, 409, "Conflict"),
+    (CursorExpiredError, 410, "Gone"),
     (WaitTimeoutError, 504, "Timed out waiting"),
     (ProviderAuthError, 502, "Provider refused the credentials"),
     (ProviderUnavailableError, 503, "Provider unavailable"),
@@ -60,6 +64,7 @@ _TITLES = {
     403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
+    429: "Too many requests",
     410: "Gone",
     413: "Request body too large",
     415: "Unsupported media type",
@@ -67,7 +72,13 @@ _TITLES = {
 
 
 def problem(
-    status: int, title: str, detail: str = "", *, request: Request | None = None, **extra: Any
+    status: int,
+    title: str,
+    detail: str = "",
+    *,
+    request: Request | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
 ) -> JSONResponse:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
     if detail:
@@ -75,8 +86,10 @@ def problem(
     if request is not None:
         body["instance"] = request.url.path
     body.update({key: value for key, value in extra.items() if value is not None})
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+    sent = dict(headers or {})
+    if status == 401:
+        sent["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=sent or None)
 
 
 async def _cloudstate_error(request: Request, exc: Exception) -> JSONResponse:
@@ -150,7 +163,30 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 400 and exc.__cause__ is not None:
         return await _unparsable_body(request, exc.__cause__)
     title = _TITLES.get(exc.status_code, "Error")
-    return problem(exc.status_code, title, str(exc.detail or ""), request=request)
+    detail = str(exc.detail or "")
+    # the exception's own headers stay: 405's Allow (RFC 9110), 429's Retry-After
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed(request) or headers.get("Allow", "")
+    return problem(exc.status_code, title, detail, request=request, headers=headers)
+
+
+def _allowed(request: Request) -> str:
+    """Every method the API documents at this path. Starlette's own ``Allow`` names only the
+    methods of the first route that matched the path, and a path often has several (``GET``
+    and ``POST`` of a collection are two routes)."""
+    table: list[tuple[re.Pattern[str], set[str]]] | None = getattr(
+        request.app.state, "allow_table", None
+    )
+    if table is None:
+        table = [
+            (re.compile(re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(path))), set(operations))
+            for path, operations in request.app.openapi().get("paths", {}).items()
+        ]
+        request.app.state.allow_table = table
+    path = request.url.path
+    methods = {m.upper() for pattern, found in table if pattern.fullmatch(path) for m in found}
+    return ", ".join(sorted(methods))
 
 
 async def _unparsable_body(request: Request, cause: BaseException) -> JSONResponse:

@@ -17,7 +17,12 @@ from cloudstate.domain.auth import Scope
 from cloudstate.domain.events import EventRecord, EventType
 from cloudstate.domain.orders import LaunchOrderRequest, OrderPolicy, OrderState
 from cloudstate.domain.states import Action, InstanceState, Operation
-from cloudstate.domain.validation import AccountName, Labels, UtcDatetime
+from cloudstate.domain.validation import AccountName, Labels, Name, UtcDatetime
+from cloudstate.webhooks.signing import SECRET_PATTERN
+
+WEBHOOK_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#@\s]+"
+"""What the URL check asks first (http or https, with a host); it then refuses addresses
+inside the network, which no pattern can say."""
 
 if TYPE_CHECKING:  # only the ``of`` constructors name them; keeps the client's import light
     from cloudstate.service.actions import ActionResult
@@ -257,17 +262,30 @@ class SubscriptionFilterIn(_Request):
 
 
 class SubscriptionCreate(_Request):
-    url: str = Field(min_length=1, max_length=2048, description="http(s) callback URL")
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="http(s) callback URL",
+        json_schema_extra={"pattern": WEBHOOK_URL_PATTERN},
+    )
     filters: SubscriptionFilterIn = Field(default_factory=SubscriptionFilterIn)
     secret: str | None = Field(
-        default=None, description="whsec_… signing secret; generated (and shown once) if omitted"
+        default=None,
+        pattern=SECRET_PATTERN,
+        description="whsec_… signing secret, base64 of at least 24 bytes; generated (and shown "
+        "once) if omitted",
     )
     include_keys: bool = False
     description: str = Field(default="", max_length=1000)
 
 
 class SubscriptionUpdate(_Request):
-    url: str | None = Field(default=None, min_length=1, max_length=2048)
+    url: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        json_schema_extra={"pattern": WEBHOOK_URL_PATTERN},
+    )
     filters: SubscriptionFilterIn | None = None
     enabled: bool | None = None
     description: str | None = Field(default=None, max_length=1000)
@@ -303,7 +321,10 @@ class SubscriptionOut(BaseModel):
 
 class SecretRotation(_Request):
     secret: str | None = Field(
-        default=None, description="the new whsec_… secret; generated (and shown once) if omitted"
+        default=None,
+        pattern=SECRET_PATTERN,
+        description="the new whsec_… secret, base64 of at least 24 bytes; generated (and shown "
+        "once) if omitted",
     )
     grace_seconds: float = Field(
         default=86400.0,
@@ -434,7 +455,7 @@ class WorkerOut(BaseModel):
 
 
 class TokenCreate(_Request):
-    name: str = Field(min_length=1, max_length=63)
+    name: Name
     scopes: list[Scope] = Field(min_length=1)
 
 

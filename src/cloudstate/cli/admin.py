@@ -10,6 +10,8 @@ from rich.markup import escape
 
 from cloudstate.cli.connect import Json, connect, pairs
 from cloudstate.cli.output import accounts_table, err, out, print_json, tokens_table
+from cloudstate.client.models import Token
+from cloudstate.exceptions import StoreError
 
 token_app = typer.Typer(help="API tokens (admin).", no_args_is_help=True)
 account_app = typer.Typer(help="Provider accounts.", no_args_is_help=True)
@@ -26,16 +28,53 @@ def token_create(
         ),
     ] = None,
     as_json: Json = False,
+    local: Annotated[
+        bool,
+        typer.Option(
+            "--local",
+            help="Write the token to the database directly (CLOUDSTATE_DATABASE_URL), without "
+            "the API: the way back in when no admin token is left.",
+        ),
+    ] = False,
 ) -> None:
     """Create a token and print it: this is the only time it is shown."""
-    with connect(ctx) as client:
-        token, plaintext = client.create_token(name, scope or ["read"])
+    if local:
+        token, plaintext = _create_locally(name, scope or ["read"])
+    else:
+        with connect(ctx) as client:
+            token, plaintext = client.create_token(name, scope or ["read"])
     if as_json:
         print_json(token)
         return
     scopes = ", ".join(token.scopes)
     err.print(f"token [bold]{escape(token.name)}[/bold] ({scopes}); shown once, store it now:")
     out.print(plaintext, soft_wrap=True)
+
+
+def _create_locally(name: str, scopes: list[str]) -> tuple[Token, str]:
+    """The token made on the store this host's settings name (its schema must be current)."""
+    from cloudstate.config import load_settings
+    from cloudstate.service.tokens import create_token
+    from cloudstate.store import Store
+
+    store = Store.from_settings(load_settings(), pool_size=1)
+    try:
+        if not store.database.is_current():
+            raise StoreError("the database schema is not current; run 'cloudstate db upgrade'")
+        view, plaintext = create_token(store, name, scopes)
+    finally:
+        store.close()
+    shown = Token(
+        id=view.id,
+        name=view.name,
+        prefix=view.prefix,
+        scopes=list(view.scopes),
+        created_at=view.created_at,
+        last_used_at=view.last_used_at,
+        revoked_at=view.revoked_at,
+        token=plaintext,
+    )
+    return shown, plaintext
 
 
 @token_app.command("list")

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cloudstate.cli.commands import register
 from cloudstate.cli.group import CloudstateGroup
@@ -42,7 +43,7 @@ def main() -> None:
     try:
         app()
     except CloudStateError as exc:
-        errors.print(f"[red]error:[/red] {exc}")
+        errors.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)  # one line
         sys.exit(1)
 
 
@@ -79,13 +80,11 @@ def api(host: Host = None, port: Port = None) -> None:
     """The REST API only (put several behind a load balancer; run workers separately)."""
     from cloudstate.api import ApiContext
     from cloudstate.api.app import POOL_SIZE
-    from cloudstate.embedded import prepare_schema
     from cloudstate.engine.drivers import DriverPool
-    from cloudstate.store import Store
+    from cloudstate.startup import open_store
 
     settings = _listening(_settings(), host, port)
-    store = Store.from_settings(settings, pool_size=POOL_SIZE, max_overflow=0)
-    prepare_schema(store)
+    store = open_store(settings, pool_size=POOL_SIZE, max_overflow=0)
     _announce_token(store, settings)
     pool = DriverPool(store, settings.home)
     try:
@@ -168,9 +167,11 @@ def _run_api(context: Any) -> None:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every pending migration (safe to run from several hosts at once)."""
+    from cloudstate.startup import private_database_file
     from cloudstate.store.database import Database
 
     settings = _settings()
+    private_database_file(settings.database_url)
     database = Database(settings.database_url)
     before = database.current_revision()
     database.upgrade()

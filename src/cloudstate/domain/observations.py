@@ -1,8 +1,10 @@
-"""What a reconcile observation means for an instance: the pure diff.
+"""What a reconcile observation means for an instance: the pure diff, and the owner's verdict.
 
 The engine turns a provider's listing into ``Observation``s; ``observe`` compares one with the
 stored ``Snapshot`` of the instance and returns the new snapshot plus the changes to record, in
-the order a subscriber should see them. Nothing here touches a database or a cloud.
+the order a subscriber should see them. Observing never decides an action's outcome: that is
+``settle``, which only the action's owner (the executor) calls, for an operation the provider
+has accepted. Nothing here touches a database or a cloud.
 """
 
 from __future__ import annotations
@@ -86,7 +88,6 @@ class Snapshot:
     public_addresses: tuple[str, ...] = ()
     private_addresses: tuple[str, ...] = ()
     key_fingerprint: str | None = None
-    operation_sent: bool = True  # the provider has accepted the operation's call
 
 
 class ChangeKind(StrEnum):
@@ -129,8 +130,7 @@ def observe(current: Snapshot, seen: Observation) -> tuple[Snapshot, list[Change
     if seen.key_fingerprint and seen.key_fingerprint != current.key_fingerprint:
         after = replace(after, key_fingerprint=seen.key_fingerprint)
         changes.append(Change(EventType.INSTANCE_KEY_AVAILABLE, {}))
-    after, finished = _finish_operation(after)
-    return after, changes + finished
+    return _launch_settled(after), changes
 
 
 def unobservable(current: Snapshot, reason: UnknownReason) -> tuple[Snapshot, list[Change]]:
@@ -142,7 +142,9 @@ def unobservable(current: Snapshot, reason: UnknownReason) -> tuple[Snapshot, li
 
 
 def confirmed_gone(current: Snapshot) -> tuple[Snapshot, list[Change]]:
-    """Absent from the listing after we destroyed it (or the provider said terminated)."""
+    """The provider holds the instance gone: it said so after our destroy was sent, or it
+    listed the instance ``shutting_down`` and then no more. The in-flight operation is not
+    settled here (see ``settle``)."""
     if current.state is InstanceState.TERMINATED:
         return current, []
     after = replace(
@@ -163,8 +165,7 @@ def confirmed_gone(current: Snapshot) -> tuple[Snapshot, list[Change]]:
                 },
             )
         )
-    after, finished = _finish_operation(after)
-    return after, changes + finished
+    return after, changes
 
 
 def _state_change(current: Snapshot, new: InstanceState, reason: str) -> Change:
@@ -178,21 +179,26 @@ def _state_change(current: Snapshot, new: InstanceState, reason: str) -> Change:
     )
 
 
-def _finish_operation(after: Snapshot) -> tuple[Snapshot, list[Change]]:
-    """Close the in-flight operation once the observed state settles it either way."""
-    if after.operation is None:
-        return after, []
-    done = operation_done(after.operation, after.state)
+def _launch_settled(after: Snapshot) -> Snapshot:
+    """A launch is over once the instance settles either way; its state change tells the
+    story, so no event of its own (the launcher's work ended when the create was recorded)."""
+    launching = after.operation is Operation.LAUNCHING
+    if launching and operation_done(Operation.LAUNCHING, after.state) is not None:
+        return replace(after, operation=None)
+    return after
+
+
+def settle(current: Snapshot) -> tuple[Snapshot, list[Change]]:
+    """The owner's verdict on its in-flight operation, which the provider has accepted: done
+    once the recorded state is its target, failed once the instance ended elsewhere, else
+    nothing yet (empty changes). Only the executor, which sent the call, asks this."""
+    if current.operation is None or current.operation is Operation.LAUNCHING:
+        return current, []
+    done = operation_done(current.operation, current.state)
     if done is None:
-        return after, []
-    if done and after.operation is Operation.REBOOTING and not after.operation_sent:
-        # A reboot ends where it starts (running): seeing the instance running proves nothing
-        # until the provider has accepted the reboot.
-        return after, []
-    if after.operation is Operation.LAUNCHING:  # the state change itself tells the story
-        return replace(after, operation=None), []
+        return current, []
     kind = EventType.INSTANCE_ACTION_COMPLETED if done else EventType.INSTANCE_ACTION_FAILED
-    details: dict[str, object] = {"operation": str(after.operation)}
+    details: dict[str, object] = {"operation": str(current.operation)}
     if not done:
-        details["error"] = f"instance became {after.state} during {after.operation}"
-    return replace(after, operation=None), [Change(kind, details)]
+        details["error"] = f"instance became {current.state} during {current.operation}"
+    return replace(current, operation=None), [Change(kind, details)]

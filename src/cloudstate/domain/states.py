@@ -44,6 +44,22 @@ class Operation(StrEnum):
     DESTROYING = "destroying"
 
 
+class OperationStatus(StrEnum):
+    """Where an accepted action is: ``queued`` (to send), ``calling`` (claimed, being sent),
+    ``waiting`` (the provider accepted it; its executor awaits the evidence), then one of
+    ``succeeded``, ``failed`` or ``cancelled`` (superseded before it was sent)."""
+
+    QUEUED = "queued"
+    CALLING = "calling"
+    WAITING = "waiting"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+UNSETTLED_OPERATIONS = (OperationStatus.QUEUED, OperationStatus.CALLING, OperationStatus.WAITING)
+
+
 class UnknownReason(StrEnum):
     """Why an instance is ``unknown``; events and the API carry it."""
 

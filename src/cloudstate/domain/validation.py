@@ -65,9 +65,35 @@ def _check_user_data(value: str) -> str:
     return value
 
 
-Name = Annotated[str, AfterValidator(_check_name)]
-AccountName = Annotated[str, AfterValidator(_check_account_name)]
-Labels = Annotated[dict[str, str], AfterValidator(_check_labels)]
+def declared(**schema: Any) -> Any:
+    """A rule the validators enforce, declared in the JSON Schema (so OpenAPI clients and
+    fuzzers know it) without replacing the validator's own message."""
+    return pydantic.Field(json_schema_extra=schema)
+
+
+Name = Annotated[
+    str,
+    AfterValidator(_check_name),
+    declared(pattern=f"^{_NAME.pattern}$", minLength=1, maxLength=63),
+]
+AccountName = Annotated[
+    str,
+    AfterValidator(_check_account_name),
+    declared(pattern=f"^{_ACCOUNT_NAME.pattern}$", minLength=1, maxLength=63),
+]
+Labels = Annotated[
+    dict[str, str],
+    AfterValidator(_check_labels),
+    declared(
+        maxProperties=MAX_LABELS,
+        propertyNames={"pattern": f"^{_LABEL_KEY.pattern}$", "maxLength": 63},
+        additionalProperties={
+            "type": "string",
+            "maxLength": 255,
+            "pattern": r"^[^\x00-\x1f\x7f]*$",
+        },
+    ),
+]
 UserData = Annotated[str, AfterValidator(_check_user_data)]
 ResourceId = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=255)]
 
@@ -138,7 +164,25 @@ def _in_utc(value: datetime) -> datetime:
         raise ValueError("is out of range once converted to UTC") from None
 
 
-UtcDatetime = Annotated[pydantic.AwareDatetime, AfterValidator(_in_utc)]
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: Any) -> Any:
+    """A date-time string as RFC 3339 writes it (or a ``datetime``, from Python callers): not
+    a number, nor a string of one, which pydantic would read as seconds since 1970."""
+    if isinstance(value, datetime) or (isinstance(value, str) and RFC3339.fullmatch(value)):
+        return value
+    raise ValueError(
+        "must be an RFC 3339 date-time string with a time zone, e.g. 2030-01-31T12:00:00Z"
+    )
+
+
+UtcDatetime = Annotated[
+    pydantic.AwareDatetime,
+    pydantic.BeforeValidator(_rfc3339),
+    AfterValidator(_in_utc),
+    declared(pattern=f"^{RFC3339.pattern}$"),
+]
 
 
 def _message(error: Any) -> str:

@@ -18,10 +18,12 @@ from cloudstate.engine.launcher import Launcher
 from cloudstate.engine.listener import WorkListener
 from cloudstate.engine.loop import Runner, Task, run_burst
 from cloudstate.engine.reconciler import Reconciler
+from cloudstate.engine.sequencer import Sequencer
 from cloudstate.engine.supervisor import OrderSupervisor
 from cloudstate.engine.sweeper import Sweeper
 from cloudstate.exceptions import CloudStateError, ConflictError
 from cloudstate.store import Store
+from cloudstate.store.eventlog import ChangeLog
 from cloudstate.webhooks.sender import Sender
 
 log = logging.getLogger("cloudstate.engine")
@@ -62,6 +64,7 @@ class Engine:
             OrderSupervisor(store),
             Sweeper(store, settings),
             self.heartbeat,
+            Sequencer(store),
         ]
         if log_events:
             self.tasks.append(EventLog(store, after=self._last_seq()))
@@ -69,8 +72,8 @@ class Engine:
         self.listener: WorkListener | None = None
 
     def _last_seq(self) -> int:
-        with self.store.unit_of_work() as uow:
-            return uow.events.last_seq()
+        with self.store.read() as session:
+            return ChangeLog(session, sqlite=self.store.database.is_sqlite).last_seq()
 
     @property
     def running(self) -> bool:

@@ -29,18 +29,14 @@ from datetime import timedelta
 from typing import TypeVar
 
 from cloudstate.config import Settings
+from cloudstate.domain.deliveries import Outcome
 from cloudstate.engine.breaker import Breakers
 from cloudstate.engine.callables import CallableRegistry
 from cloudstate.engine.loop import TickResult
 from cloudstate.engine.pipeline import Attempted, Health, Pipeline
 from cloudstate.exceptions import ValidationError
 from cloudstate.store import Store
-from cloudstate.store.deliveries import (
-    ClaimedDelivery,
-    DeliveryRepository,
-    DeliveryResult,
-    Outcome,
-)
+from cloudstate.store.deliveries import ClaimedDelivery, DeliveryRepository, DeliveryResult
 from cloudstate.store.tables import utcnow
 from cloudstate.webhooks.envelope import CONTENT_TYPE, DEFAULT_SOURCE, event_body
 from cloudstate.webhooks.sender import AiohttpSender, Sender, SendResult

@@ -33,6 +33,12 @@ from enum import Enum
 from uuid import UUID
 
 from cloudstate.config import Settings
+from cloudstate.domain.deliveries import (
+    DeliveryStatus,
+    Outcome,
+    disables_subscription,
+    gone_reason,
+)
 from cloudstate.engine import failpoints
 from cloudstate.engine.breaker import Breakers, Gate
 from cloudstate.store import Store
@@ -43,10 +49,9 @@ from cloudstate.store.deliveries import (
     Candidate,
     ClaimedDelivery,
     DeliveryResult,
-    DeliveryStatus,
-    Outcome,
 )
 from cloudstate.store.tables import utcnow
+from cloudstate.store.uow import UnitOfWork
 from cloudstate.webhooks.safety import endpoint
 
 log = logging.getLogger("cloudstate.engine.deliverer")
@@ -180,6 +185,9 @@ class Pipeline:
         admission = _Admission(self._breakers, self._endpoints, self._room)
         now, clock = utcnow(), asyncio.get_running_loop().time()
         with self._store.unit_of_work() as uow:
+            # Only events with their cursor are sent (the envelope carries it): number what
+            # has committed first, so delivery never waits for another worker's sequencer.
+            uow.changelog.number_committed()
             released = 0
             if clock - self._released_at >= RELEASE_EVERY:
                 released = uow.deliveries.release_expired(now)
@@ -273,6 +281,7 @@ class Pipeline:
                 applied = uow.deliveries.record_results(
                     [result for _, result in batch], self._settings.delivery_retry_schedule
                 )
+                self._disable_gone(uow, batch, applied)
                 uow.commit()
         except BaseException:
             self._done = batch + self._done
@@ -283,6 +292,24 @@ class Pipeline:
                 _log_failure(claimed, result, applied.get(result.delivery_id))
         self._backlog = True  # acknowledged heads may have unblocked their successors
         return len(batch)
+
+    @staticmethod
+    def _disable_gone(
+        uow: UnitOfWork,
+        batch: list[tuple[ClaimedDelivery, DeliveryResult]],
+        applied: dict[int, DeliveryStatus],
+    ) -> None:
+        """A receiver that answered 410 Gone is never called again: its subscription is
+        disabled (and its pending deliveries cancelled) in the acknowledging transaction."""
+        gone = {
+            claimed.subscription_id: result
+            for claimed, result in batch
+            if disables_subscription(result.outcome) and result.delivery_id in applied
+        }
+        now = utcnow()
+        for subscription_id in sorted(gone):  # one lock order for every worker
+            reason = gone_reason(gone[subscription_id].status_code, now)
+            uow.deliveries.disable_subscription(subscription_id, reason)
 
     async def _wait(self, timeout: float) -> None:
         if timeout <= 0:

@@ -9,6 +9,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
+from cloudstate import redaction
 from cloudstate.exceptions import ValidationError
 from cloudstate.providers.base import Driver, DriverContext, DriverFactory
 
@@ -48,4 +49,7 @@ def create_driver(
     credentials: Mapping[str, str],
     context: DriverContext,
 ) -> Driver:
+    """A driver for an account. Its credential values are redacted from every log line from
+    now on, whatever shape a library prints them in (``cloudstate.redaction``)."""
+    redaction.remember(credentials.values())
     return factory_for(kind)(config, credentials, context)

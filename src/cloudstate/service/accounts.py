@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -19,6 +20,8 @@ from cloudstate.service.views import (
 )
 from cloudstate.store import Store
 from cloudstate.store.tables import utcnow
+from cloudstate.webhooks.safety import WebhookPolicy, redact_url
+from cloudstate.webhooks.signing import check_secret, generate_secret
 
 
 def add_account(
@@ -69,13 +72,23 @@ def add_subscription(
     include_keys: bool = False,
     description: str = "",
     from_start: bool = False,
+    policy: WebhookPolicy | None = None,
 ) -> SubscriptionView:
-    """Subscribe to events committed from now on (or to all retained events: ``from_start``)."""
+    """Subscribe to events committed from now on (or to all retained events: ``from_start``).
+
+    A webhook (``http``) must pass the URL ``policy`` (default: public addresses only) and is
+    signed with ``secret``, or with a generated one (shown in the returned view, this once).
+    Every entry point (API, CLI, embedded) gets the same rules here."""
     if kind not in ("http", "callable"):
         raise ValidationError("must be 'http' or 'callable'", field="kind")
+    if kind == "http":
+        check_url(target, policy)
+        secret = secret or generate_secret()
+    if secret is not None:
+        check_secret(secret)
     where = parse(SubscriptionFilter, filters or {})
     with store.unit_of_work() as uow:
-        start = 0 if from_start else uow.events.last_seq()
+        start = 0 if from_start else uow.changelog.last_seq()
         row = uow.subscriptions.add(
             kind,
             target,
@@ -87,6 +100,24 @@ def add_subscription(
         )
         uow.commit()
         return subscription_view(row, secret)
+
+
+def check_url(url: str, policy: WebhookPolicy | None) -> None:
+    """A ``ValidationError`` on ``url`` unless it is http(s) with a host that does not resolve
+    only to addresses the webhook policy refuses (loopback, private, metadata, ... unless the
+    operator allowed them). Blocking (DNS, bounded by the policy's timeout). Deliveries check
+    again, since DNS can change."""
+    problem = (policy or WebhookPolicy()).url_problem(url)
+    if problem is not None:
+        raise ValidationError(problem, field="url")
+
+
+def as_seen_by(view: SubscriptionView, *, admin: bool) -> SubscriptionView:
+    """A subscription as a caller sees it: below admin, the webhook URL's user, password,
+    query string and fragment (where receivers put their own tokens) are redacted."""
+    if admin or view.kind != "http":
+        return view
+    return replace(view, target=redact_url(view.target))
 
 
 def list_subscriptions(store: Store) -> list[SubscriptionView]:
@@ -141,11 +172,15 @@ def update_subscription(
     filters: Mapping[str, Any] | None = None,
     enabled: bool | None = None,
     description: str | None = None,
+    policy: WebhookPolicy | None = None,
 ) -> SubscriptionView:
-    """Change a subscription; ``enabled=True`` re-enables one that a 410 disabled."""
+    """Change a subscription; ``enabled=True`` re-enables one that a 410 disabled. A new
+    webhook URL must pass ``policy`` (see ``add_subscription``)."""
     with store.unit_of_work() as uow:
         row = uow.subscriptions.get(subscription_id)
         if target is not None:
+            if row.kind == "http":
+                check_url(target, policy)
             row.target = target
         if filters is not None:
             row.filters = parse(SubscriptionFilter, filters).to_json()
@@ -165,7 +200,7 @@ def enable_subscription(store: Store, subscription_id: UUID) -> SubscriptionView
 
 
 def rotate_subscription_secret(
-    store: Store, subscription_id: UUID, secret: str, *, grace: timedelta
+    store: Store, subscription_id: UUID, secret: str | None, *, grace: timedelta
 ) -> tuple[SubscriptionView, datetime | None]:
     """Make ``secret`` the signing secret; the current one keeps signing beside it for
     ``grace`` (each request then carries both signatures), so receivers can switch at leisure.
@@ -173,8 +208,11 @@ def rotate_subscription_secret(
     Returns the view with the new secret (shown this once) and when the old one stops signing
     (``None``: at once, for a zero grace or when there was none). A secret still in its grace
     from an earlier rotation is dropped: at most two sign at a time. Callable subscriptions are
-    not signed (``ConflictError``). The caller validates the secret's format.
+    not signed (``ConflictError``). A malformed or short secret is a ``ValidationError``; with
+    none, one is generated.
     """
+    secret = secret or generate_secret()
+    check_secret(secret)
     with store.unit_of_work() as uow:
         row = uow.subscriptions.get(subscription_id)
         if row.kind != "http":

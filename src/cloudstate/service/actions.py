@@ -6,8 +6,12 @@ action is an ``operations`` row plus the instance's in-flight operation and an
 ``instance.action_requested`` event, in one transaction.
 
 Worker side: ``claim_operations`` hands due operations to the executor; ``operation_called``
-records what the provider said. The operation completes when reconciliation observes its
-target state (see ``domain.observations``), or fails on a permanent error or timeout.
+records what the provider said. Only the executor, which sent the call, judges the outcome
+(``settle_operations``): done once the state the reconciler recorded is the target, or, for a
+destroy, once a lookup after the call finds the instance gone (``destroys_to_verify``,
+``destroy_confirmed``); failed on a permanent error, a timeout, or the instance ending
+elsewhere. A reconcile cycle that does not list an instance with an action in flight leaves
+it alone.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ from uuid import UUID, uuid4
 from sqlalchemy import select, update
 
 from cloudstate.domain.events import EventType
-from cloudstate.domain.observations import confirmed_gone
+from cloudstate.domain.observations import confirmed_gone, settle
 from cloudstate.domain.states import (
     EFFECTS,
+    UNSETTLED_OPERATIONS,
     Action,
     InstanceState,
     Operation,
+    OperationStatus,
     allowed_actions,
     check_action,
 )
@@ -40,19 +46,13 @@ from cloudstate.exceptions import (
     ValidationError,
 )
 from cloudstate.service.recording import (
-    CALLING,
-    CANCELLED,
-    FAILED,
-    OPEN,
-    QUEUED,
-    SUCCEEDED,
-    WAITING,
     apply,
     commit_changes,
     record,
     snapshot,
 )
 from cloudstate.store import Store
+from cloudstate.store.claims import claimable
 from cloudstate.store.tables import Account, Instance, OperationRow, utcnow
 from cloudstate.store.uow import UnitOfWork
 
@@ -215,8 +215,10 @@ def destroyed_before_create(uow: UnitOfWork, row: Instance, account: str) -> Non
     created, so it ends here with its destroy done."""
     uow.session.execute(
         update(OperationRow)
-        .where(OperationRow.instance_uuid == row.uuid, OperationRow.status.in_(OPEN))
-        .values(status=SUCCEEDED, finished_at=utcnow())
+        .where(
+            OperationRow.instance_uuid == row.uuid, OperationRow.status.in_(UNSETTLED_OPERATIONS)
+        )
+        .values(status=OperationStatus.SUCCEEDED, finished_at=utcnow())
     )
     _destroy_unlaunched(uow, row, account)
     row.operation = None
@@ -246,8 +248,8 @@ def _cancel_open(uow: UnitOfWork, uuids: Sequence[UUID], reason: str) -> None:
         return
     uow.session.execute(
         update(OperationRow)
-        .where(OperationRow.instance_uuid.in_(uuids), OperationRow.status == QUEUED)
-        .values(status=CANCELLED, error=reason, finished_at=utcnow())
+        .where(OperationRow.instance_uuid.in_(uuids), OperationRow.status == OperationStatus.QUEUED)
+        .values(status=OperationStatus.CANCELLED, error=reason, finished_at=utcnow())
     )
 
 
@@ -262,6 +264,7 @@ class OperationJob:
     action: Action
     provider_id: str | None
     attempts: int
+    launched_at: datetime | None = None
 
 
 def claim_operations(
@@ -272,15 +275,16 @@ def claim_operations(
         statement = (
             select(OperationRow, Instance)
             .join(Instance, Instance.uuid == OperationRow.instance_uuid)
-            .where(OperationRow.status == QUEUED, OperationRow.next_attempt_at <= now)
+            .where(
+                OperationRow.status == OperationStatus.QUEUED, OperationRow.next_attempt_at <= now
+            )
             .order_by(OperationRow.requested_at)
             .limit(limit)
         )
-        if not store.database.is_sqlite:
-            statement = statement.with_for_update(skip_locked=True, of=OperationRow)
         jobs = []
-        for operation, instance in uow.session.execute(statement):
-            operation.status = CALLING
+        claimed = claimable(uow.session, statement, of=OperationRow)
+        for operation, instance in uow.session.execute(claimed):
+            operation.status = OperationStatus.CALLING
             operation.claimed_by = worker
             operation.claimed_until = now + lease
             operation.started_at = operation.started_at or now
@@ -293,6 +297,7 @@ def claim_operations(
                     Action(operation.action),
                     instance.provider_id,
                     operation.attempts,
+                    instance.launched_at,
                 )
             )
         uow.commit()
@@ -305,8 +310,8 @@ def release_expired_operations(store: Store, now: datetime) -> int:
     with store.unit_of_work() as uow:
         result = uow.session.execute(
             update(OperationRow)
-            .where(OperationRow.status == CALLING, OperationRow.claimed_until < now)
-            .values(status=QUEUED, claimed_by=None, claimed_until=None)
+            .where(OperationRow.status == OperationStatus.CALLING, OperationRow.claimed_until < now)
+            .values(status=OperationStatus.QUEUED, claimed_by=None, claimed_until=None)
         )
         uow.commit()
     return int(getattr(result, "rowcount", 0) or 0)
@@ -316,8 +321,8 @@ def postpone(store: Store, job: OperationJob, until: datetime) -> None:
     """Not callable yet (the instance's launch is still being settled): try again later."""
     with store.unit_of_work() as uow:
         operation = uow.session.get_one(OperationRow, job.id)
-        if operation.status == CALLING:
-            operation.status = QUEUED
+        if operation.status == OperationStatus.CALLING:
+            operation.status = OperationStatus.QUEUED
             operation.attempts -= 1
             operation.next_attempt_at = until
         uow.commit()
@@ -341,16 +346,16 @@ def operation_called(
         row = locked[0]
         operation = uow.session.get_one(OperationRow, job.id)
         account = uow.session.get_one(Account, row.account_id).name
-        if operation.status != CALLING:
+        if operation.status != OperationStatus.CALLING:
             return  # cancelled or taken over meanwhile
         if error is None:
             _called_ok(uow, operation, row, account, job.action)
         elif isinstance(error, ProviderNotFoundError) and job.action is Action.DESTROY:
-            operation.status = SUCCEEDED
+            operation.status = OperationStatus.SUCCEEDED
             operation.finished_at = utcnow()
             _gone(uow, row, account)
         elif error.retryable and retry_at is not None:
-            operation.status = QUEUED
+            operation.status = OperationStatus.QUEUED
             operation.next_attempt_at = retry_at
             operation.error = str(error)
         else:
@@ -358,11 +363,15 @@ def operation_called(
         uow.commit()
 
 
+LOOKUP_EVERY = timedelta(seconds=2)  # an accepted destroy is looked up at most this often
+
+
 def _called_ok(
     uow: UnitOfWork, operation: OperationRow, row: Instance, account: str, action: Action
 ) -> None:
-    operation.status = WAITING
+    operation.status = OperationStatus.WAITING
     operation.error = ""
+    operation.next_attempt_at = utcnow() + LOOKUP_EVERY  # the first lookup, if no listing
     effect = EFFECTS[action]
     before = InstanceState(row.state)
     if before in (InstanceState.TERMINATED, effect.target) and action is not Action.REBOOT:
@@ -381,15 +390,105 @@ def _called_ok(
 
 
 def _gone(uow: UnitOfWork, row: Instance, account: str) -> None:
+    """The provider holds the instance gone after our destroy was sent: terminated, and the
+    destroy done."""
     after, changes = confirmed_gone(snapshot(row))
-    commit_changes(uow, row, account, after, changes)
+    after, verdict = settle(after)
+    commit_changes(uow, row, account, after, [*changes, *verdict])
+
+
+_SETTLING = (
+    InstanceState.RUNNING,
+    InstanceState.STOPPED,
+    InstanceState.TERMINATED,
+    InstanceState.ERROR,
+)  # every action's target, and the states in which none can succeed any more
+SETTLE_BATCH = 500
+
+
+def settle_operations(store: Store) -> int:
+    """Judge accepted operations (``waiting``) whose instance's recorded state settles them:
+    ``instance.action_completed`` at the target, ``instance.action_failed`` when the instance
+    ended elsewhere. Returns how many were settled."""
+    with store.unit_of_work() as uow:
+        uuids = list(
+            uow.session.scalars(
+                select(Instance.uuid)
+                .join(OperationRow, OperationRow.instance_uuid == Instance.uuid)
+                .where(
+                    OperationRow.status == OperationStatus.WAITING, Instance.state.in_(_SETTLING)
+                )
+                .order_by(Instance.uuid)
+                .limit(SETTLE_BATCH)
+            )
+        )
+        if not uuids:
+            return 0
+        names = uow.accounts.names()
+        settled = 0
+        for row in uow.instances.locked(uuids):
+            after, verdict = settle(snapshot(row))
+            if verdict:
+                commit_changes(uow, row, names[row.account_id], after, verdict)
+                settled += 1
+        uow.commit()
+    return settled
+
+
+@dataclass(frozen=True)
+class DestroyCheck:
+    """An accepted destroy whose result no listing has shown yet: the executor looks it up."""
+
+    instance_uuid: UUID
+    account_id: int
+
+
+def destroys_to_verify(
+    store: Store, now: datetime, *, every: timedelta = LOOKUP_EVERY, limit: int = 200
+) -> list[DestroyCheck]:
+    """Accepted destroys due for a lookup; each is next due ``every`` later (so a slow
+    provider is asked about each instance at most that often)."""
+    with store.unit_of_work() as uow:
+        rows = uow.session.execute(
+            select(OperationRow, Instance.account_id)
+            .join(Instance, Instance.uuid == OperationRow.instance_uuid)
+            .where(
+                OperationRow.status == OperationStatus.WAITING,
+                OperationRow.action == Action.DESTROY,
+                OperationRow.next_attempt_at <= now,
+                Instance.state != InstanceState.TERMINATED,
+            )
+            .order_by(OperationRow.next_attempt_at)
+            .limit(limit)
+        ).all()
+        for operation, _account in rows:
+            operation.next_attempt_at = now + every
+        checks = [DestroyCheck(op.instance_uuid, account) for op, account in rows]
+        uow.commit()
+    return checks
+
+
+def destroy_confirmed(store: Store, uuids: Sequence[UUID]) -> int:
+    """A lookup after the destroy was accepted found these instances gone (absent, or listed
+    ``terminated``): each ends ``terminated`` with its destroy done."""
+    if not uuids:
+        return 0
+    with store.unit_of_work() as uow:
+        names = uow.accounts.names()
+        done = 0
+        for row in uow.instances.locked(sorted(uuids)):
+            if row.operation == Operation.DESTROYING and row.state != InstanceState.TERMINATED:
+                _gone(uow, row, names[row.account_id])
+                done += 1
+        uow.commit()
+    return done
 
 
 def fail_operation(
     uow: UnitOfWork, operation: OperationRow, row: Instance, account: str, error: str
 ) -> None:
     """The operation is over without reaching its target: say so, and free the instance."""
-    operation.status = FAILED
+    operation.status = OperationStatus.FAILED
     operation.error = error
     operation.finished_at = utcnow()
     row.operation = None
@@ -409,7 +508,7 @@ def expire_operations(store: Store, now: datetime, timeout: timedelta) -> int:
     """Operations that have waited longer than ``timeout`` for their target state fail."""
     with store.unit_of_work() as uow:
         statement = select(OperationRow).where(
-            OperationRow.status == WAITING, OperationRow.started_at < now - timeout
+            OperationRow.status == OperationStatus.WAITING, OperationRow.started_at < now - timeout
         )
         expired = list(uow.session.scalars(statement))
         for operation in expired:
@@ -426,11 +525,11 @@ def destroyed_without_provider(store: Store, job: OperationJob) -> None:
         operation = uow.session.get_one(OperationRow, job.id)
         row = uow.instances.get(job.instance_uuid)
         if row.provider_id is not None:  # launched after all, just now: destroy it for real
-            operation.status, operation.next_attempt_at = QUEUED, utcnow()
+            operation.status, operation.next_attempt_at = OperationStatus.QUEUED, utcnow()
             uow.commit()
             return
         account = uow.session.get_one(Account, row.account_id).name
-        operation.status = SUCCEEDED
+        operation.status = OperationStatus.SUCCEEDED
         operation.finished_at = utcnow()
         _gone(uow, row, account)
         row.operation = None

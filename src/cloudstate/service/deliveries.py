@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from cloudstate.exceptions import ConflictError, CursorExpiredError, NotFoundError
+from cloudstate.domain.deliveries import DeliveryStatus
+from cloudstate.exceptions import ConflictError, NotFoundError
+from cloudstate.service.queries import check_cursor
 from cloudstate.store import Store
-from cloudstate.store.deliveries import DeliveryStatus
 from cloudstate.store.repositories import MAX_PAGE, subscription_filter
 from cloudstate.store.tables import Delivery, Event, Subscription, utcnow
 from cloudstate.store.uow import UnitOfWork
@@ -71,7 +72,7 @@ def delivery_view(row: Delivery, event: Event) -> DeliveryView:
     return DeliveryView(
         id=row.id,
         subscription_id=row.subscription_id,
-        event_seq=row.event_seq,
+        event_seq=event.seq or 0,
         event_id=event.id,
         event_type=event.type,
         subject=event.subject,
@@ -119,11 +120,11 @@ def retry_delivery(store: Store, delivery_id: int) -> DeliveryView:
         row = uow.deliveries.locked(delivery_id)
         if row is None:
             raise NotFoundError("delivery", delivery_id)
+        event = uow.session.get_one(Event, row.event_number)
         if row.status in (DeliveryStatus.DELIVERED, DeliveryStatus.DELIVERING):
-            raise ConflictError(_not_retryable(row))
+            raise ConflictError(_not_retryable(row, event))
         _require_enabled(uow.subscriptions.get(row.subscription_id))
         uow.deliveries.retry(row, utcnow())
-        event = uow.session.get_one(Event, row.event_seq)
         uow.commit()
         return delivery_view(row, event)
 
@@ -142,7 +143,8 @@ def replay(
     with store.unit_of_work() as uow:
         subscription = uow.subscriptions.get(subscription_id)
         _require_enabled(subscription)
-        _check_retained(uow, after)
+        uow.changelog.number_committed()  # every committed event has its cursor to replay by
+        check_cursor(uow, after)
         events = _matching(uow, subscription, after, limit + 1)
         more = len(events) > limit
         events = events[:limit]
@@ -150,7 +152,7 @@ def replay(
         uow.commit()
     return ReplayResult(
         after=after,
-        through=events[-1].seq if events else after,
+        through=(events[-1].seq or after) if events else after,
         queued=done.reset + done.created,
         reset=done.reset,
         created=done.created,
@@ -169,17 +171,8 @@ def _matching(uow: UnitOfWork, subscription: Subscription, after: int, wanted: i
         found += page
         if len(page) < size:
             break
-        after = page[-1].seq
+        after = page[-1].seq or after
     return found
-
-
-def _check_retained(uow: UnitOfWork, after: int) -> None:
-    """The rule of the event log: a cursor is good while no event after it was pruned."""
-    first = uow.events.first_seq()
-    if after and first and after < first - 1:
-        raise CursorExpiredError(
-            f"events up to {first - 1} are no longer retained; replay after {first - 1} or later"
-        )
 
 
 def _require_enabled(subscription: Subscription) -> None:
@@ -188,10 +181,10 @@ def _require_enabled(subscription: Subscription) -> None:
         raise ConflictError(f"subscription {subscription.id} is disabled{why}; enable it first")
 
 
-def _not_retryable(row: Delivery) -> str:
+def _not_retryable(row: Delivery, event: Event) -> str:
     if row.status == DeliveryStatus.DELIVERED:
         return (
             f"delivery {row.id} was delivered; to send it again, replay its subscription "
-            f"after {row.event_seq - 1}"
+            f"after {(event.seq or 1) - 1}"
         )
     return f"delivery {row.id} is being attempted now; retry once its result is recorded"

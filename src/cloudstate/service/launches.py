@@ -25,6 +25,7 @@ from cloudstate.domain.states import InstanceState, Operation
 from cloudstate.service.actions import destroyed_before_create
 from cloudstate.service.recording import commit_changes, record, snapshot
 from cloudstate.store import Store
+from cloudstate.store.claims import claimable
 from cloudstate.store.tables import Instance, utcnow
 from cloudstate.store.uow import UnitOfWork
 
@@ -67,10 +68,8 @@ def claim_launches(store: Store, *, limit: int, now: datetime, lease: timedelta)
             .order_by(Instance.account_id, Instance.created_at)
             .limit(limit)
         )
-        if not store.database.is_sqlite:
-            statement = statement.with_for_update(skip_locked=True)
         jobs = []
-        for row in uow.session.scalars(statement):
+        for row in uow.session.scalars(claimable(uow.session, statement)):
             row.next_attempt_at = now + lease
             row.operation = row.operation or Operation.LAUNCHING
             jobs.append(_job(row))

@@ -19,7 +19,7 @@ other writers (actions, launches): two transactions never wait on each other in 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -44,12 +44,17 @@ from cloudstate.exceptions import (
     ProviderThrottledError,
 )
 from cloudstate.service.launches import Launched, launched
-from cloudstate.service.recording import WAITING, commit_changes, record, snapshot
+from cloudstate.service.recording import commit_changes, record, snapshot
 from cloudstate.store import Store
-from cloudstate.store.tables import Account, Instance, LeaseLog, OperationRow, Orphan, Realm, utcnow
+from cloudstate.store.claims import Lease as ClaimLease
+from cloudstate.store.claims import claim_one
+from cloudstate.store.tables import Account, Instance, LeaseLog, Orphan, Realm, utcnow
 from cloudstate.store.uow import UnitOfWork
 
-_LIVE = (InstanceState.TERMINATED, InstanceState.NEW)
+_NOT_JUDGED = (InstanceState.TERMINATED, InstanceState.NEW)  # not judged when missing
+
+
+ACCOUNT_LEASE = ClaimLease(Account.lease_owner, Account.lease_expires_at)
 
 
 @dataclass(frozen=True)
@@ -68,17 +73,9 @@ def _hold(uow: UnitOfWork, lease: Lease) -> None:
     autoflushes before the ``UPDATE``), so the account row is locked last."""
     now = utcnow()
     expires = now + lease.period
-    held = uow.session.execute(
-        update(Account)
-        .where(
-            Account.id == lease.account_id,
-            Account.lease_owner == lease.worker,
-            Account.lease_expires_at > now,
-        )
-        .values(lease_expires_at=expires)
-        .execution_options(synchronize_session=False)
-    )
-    if _rowcount(held) != 1:
+    if not ACCOUNT_LEASE.renew(
+        uow.session, Account.id == lease.account_id, lease.worker, now, expires
+    ):
         raise LeaseLostError(lease.account_id, lease.worker)
     uow.session.execute(
         update(LeaseLog)
@@ -173,16 +170,13 @@ _SNAPSHOT = (
 
 def _moves(current: Row[Any] | None, account_id: int, seen: Observation, at: datetime) -> bool:
     """May ``seen`` change anything? False only for an instance of ours, launched, whose
-    snapshot the observation leaves as it is (or which changed locally after ``at``). An
-    open reboot always goes the full way: whether it was sent is read from its operation."""
+    snapshot the observation leaves as it is (or which changed locally after ``at``)."""
     if current is None or current.account_id != account_id or current.provider_id is None:
         return True
     if current.provider_id != seen.provider_id:
         return True  # a duplicate: an orphan to report
     if current.state_changed_at > at:
         return False  # the next cycle sees the newer truth (see ``_ours``)
-    if current.operation == Operation.REBOOTING:
-        return True
     before = snapshot(current)
     after, changes = observe(before, seen)
     return bool(changes) or after != before
@@ -233,8 +227,6 @@ def _ours(
 
 def _observe(uow: UnitOfWork, row: Instance, account: str, seen: Observation) -> int:
     before = snapshot(row)
-    if row.operation == Operation.REBOOTING and not _reboot_sent(uow, row):
-        before = replace(before, operation_sent=False)
     after, changes = observe(before, seen)
     if not changes and after == before:
         return 0
@@ -242,14 +234,6 @@ def _observe(uow: UnitOfWork, row: Instance, account: str, seen: Observation) ->
     if changes:
         row.last_seen_at = utcnow()
     return 1
-
-
-def _reboot_sent(uow: UnitOfWork, row: Instance) -> bool:
-    """Has the provider accepted the instance's open reboot (its operation is ``waiting``)?"""
-    sent = select(OperationRow.id).where(
-        OperationRow.instance_uuid == row.uuid, OperationRow.status == WAITING
-    )
-    return uow.session.scalar(sent.limit(1)) is not None
 
 
 def record_orphans(
@@ -318,7 +302,7 @@ def finish_cycle(
             select(Instance.uuid).where(
                 Instance.account_id == account_id,
                 Instance.provider_id.is_not(None),
-                Instance.state.not_in(_LIVE),
+                Instance.state.not_in(_NOT_JUDGED),
             )
         )
         missing = sorted(set(live) - seen)
@@ -350,10 +334,17 @@ _CHUNK = 500  # rows loaded at a time when judging the instances a cycle did not
 def _missing(
     uow: UnitOfWork, row: Instance, account: str, started_at: datetime, grace: timedelta
 ) -> None:
+    """Judge one instance a complete cycle did not list. An action in flight is its
+    executor's to judge (a destroy queued inside the visibility window has not reached the
+    cloud yet: absence proves nothing); the cycle only reports what it saw."""
     before = snapshot(row)
+    if before.state in _NOT_JUDGED:
+        return  # ended (or reset) since the cycle read its live instances: read again, locked
     if row.launched_at is not None and row.launched_at >= started_at:
         return  # recorded launched after this cycle's listing began: it could not be listed
-    if before.operation is Operation.DESTROYING or before.state is InstanceState.SHUTTING_DOWN:
+    if before.operation not in (None, Operation.LAUNCHING):
+        return  # the operation's owner looks the instance up itself
+    if before.state is InstanceState.SHUTTING_DOWN:  # the provider said it was going
         after, changes = confirmed_gone(before)
     elif row.launched_at is not None and row.launched_at > started_at - grace:
         return  # not yet visible: eventual consistency, still within the grace window
@@ -439,7 +430,7 @@ def _all_unknown(uow: UnitOfWork, account: Account, reason: UnknownReason) -> No
     statement = select(Instance).where(
         Instance.account_id == account.id,
         Instance.provider_id.is_not(None),
-        Instance.state.not_in([*_LIVE, InstanceState.ERROR]),
+        Instance.state.not_in([*_NOT_JUDGED, InstanceState.ERROR]),
     )
     for row in uow.session.scalars(statement):
         after, changes = unobservable(snapshot(row), reason)
@@ -482,14 +473,11 @@ def claim_account(
     with store.unit_of_work() as uow:
         statement = (
             select(Account)
-            .where(Account.next_reconcile_at <= now)
-            .where(Account.lease_owner.is_(None) | (Account.lease_expires_at < now))
+            .where(Account.next_reconcile_at <= now, ACCOUNT_LEASE.free(now))
             .order_by(Account.next_reconcile_at)
             .limit(1)
         )
-        if not store.database.is_sqlite:
-            statement = statement.with_for_update(skip_locked=True)
-        account = uow.session.scalar(statement)
+        account = claim_one(uow.session, statement)
         if account is None:
             return None
         account.lease_owner = worker
@@ -521,14 +509,9 @@ def release_account(store: Store, account_id: int, worker: str) -> None:
     fenced after it (see ``_hold``), and the next holder started later."""
     with store.unit_of_work() as uow:
         now = utcnow()
-        released = uow.session.execute(
-            update(Account)
-            .where(Account.id == account_id, Account.lease_owner == worker)
-            .values(lease_owner=None, lease_expires_at=None)
-            .execution_options(synchronize_session=False)
-        )
+        released = ACCOUNT_LEASE.release(uow.session, Account.id == account_id, worker)
         lost = case((LeaseLog.expires_at < now, LeaseLog.expires_at), else_=now)
-        ended = now if _rowcount(released) else lost
+        ended = now if released else lost
         uow.session.execute(
             update(LeaseLog)
             .where(_open_lease(account_id, worker))

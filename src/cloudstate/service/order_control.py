@@ -23,7 +23,7 @@ from cloudstate.service.actions import request_destroy
 from cloudstate.service.launches import fail_launch
 from cloudstate.service.order_progress import (
     CANCELLED_REASON,
-    OPEN,
+    OPEN_ORDERS,
     instance_counts,
     locked_order,
     settle_order,
@@ -47,7 +47,7 @@ def cancel_order(store: Store, order_id: UUID) -> OrderView:
         order = locked_order(uow, order_id)
         if order is None:
             raise NotFoundError("order", order_id)
-        if order.state in OPEN:
+        if order.state in OPEN_ORDERS:
             start_rollback(uow, order, CANCELLED_REASON, instance_counts(uow, order.id))
             _destroy_all(uow, order)
         elif order.state != OrderState.ROLLING_BACK:
@@ -81,7 +81,7 @@ def time_out_orders(store: Store, now: datetime) -> int:
     Returns how many instances timed out."""
     with store.unit_of_work() as uow:
         orders = uow.session.scalars(
-            select(Order).where(Order.state.in_(OPEN), Order.launch_deadline <= now)
+            select(Order).where(Order.state.in_(OPEN_ORDERS), Order.launch_deadline <= now)
         )
         timed_out = 0
         names = uow.accounts.names()

@@ -23,7 +23,7 @@ from cloudstate.domain.states import InstanceState
 from cloudstate.store.tables import Instance, Order, utcnow
 from cloudstate.store.uow import UnitOfWork
 
-OPEN = (OrderState.ACCEPTED, OrderState.LAUNCHING)
+OPEN_ORDERS = (OrderState.ACCEPTED, OrderState.LAUNCHING)
 _UNSETTLED = (InstanceState.NEW, InstanceState.PENDING)
 _FAILED = (InstanceState.ERROR, InstanceState.TERMINATED)
 CANCELLED_REASON = "cancelled by request"
@@ -40,14 +40,16 @@ def settle_order(uow: UnitOfWork, order_id: UUID) -> None:
     recognised without a lock: instance changes long after the launch (every stop, start,
     destroy) then take no order lock, and writers touching several orders cannot deadlock."""
     state = uow.session.scalar(select(Order.state).where(Order.id == order_id))
-    if state not in (*OPEN, OrderState.ROLLING_BACK):
+    if state not in (*OPEN_ORDERS, OrderState.ROLLING_BACK):
         return
     order = locked_order(uow, order_id)
-    if order is None or order.state not in (*OPEN, OrderState.ROLLING_BACK):
+    if order is None or order.state not in (*OPEN_ORDERS, OrderState.ROLLING_BACK):
         return
     counts = instance_counts(uow, order_id)
     if order.state == OrderState.ROLLING_BACK:
-        if counts[InstanceState.TERMINATED] == sum(counts.values()):
+        if counts[InstanceState.TERMINATED] == sum(counts.values()) and not _in_flight(
+            uow, order_id
+        ):
             final = (
                 OrderState.CANCELLED if order.reason == CANCELLED_REASON else OrderState.ROLLED_BACK
             )
@@ -70,6 +72,15 @@ def settle_order(uow: UnitOfWork, order_id: UUID) -> None:
         else OrderState.FAILED
     )
     finish(uow, order, final, counts)
+
+
+def _in_flight(uow: UnitOfWork, order_id: UUID) -> bool:
+    """Has an instance of the order an action its executor has not judged yet? A rollback is
+    over only once every destroy is settled by its owner, not when a listing shows the end."""
+    busy = select(Instance.uuid).where(
+        Instance.order_id == order_id, Instance.operation.is_not(None)
+    )
+    return uow.session.scalar(busy.limit(1)) is not None
 
 
 def locked_order(uow: UnitOfWork, order_id: UUID) -> Order | None:

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import hmac
+import json
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from cloudstate.domain.events import EventType
@@ -153,17 +155,60 @@ def _check_credentials(
 def _keep_credentials(
     accounts: AccountRepository, found: Mapping[str, Account], order: LaunchOrder
 ) -> None:
-    """Store the order's inline credentials in place of the accounts' own, encrypted, under
-    the retention policy: until ``credentials_ttl`` passes, or else while the account has live
+    """Store the order's inline credentials, encrypted, where ``_may_take`` allows, under the
+    retention policy: until ``credentials_ttl`` passes, or else while the account has live
     instances (``service.retention.drop_order_credentials`` enforces both)."""
     now = utcnow()
     for name, credentials in order.credentials.items():
         account = found[name]
+        stored = accounts.credentials(account) if account.credentials is not None else None
+        if stored is not None and _same(stored, credentials):
+            if account.credentials_from_order:  # the same ones again: their retention restarts
+                account.credentials_expire_at = _expiry(order, now)
+            continue
+        if not _may_take(account, now):
+            origin = (
+                "from an earlier order" if account.credentials_from_order else "set by an admin"
+            )
+            raise ConflictError(
+                f"account {name!r} holds other credentials ({origin}); "
+                "an order's inline credentials may fill an account that has none, or repeat the "
+                "stored ones, never replace them (an admin replaces them: PATCH /v1/accounts/"
+                f"{name})"
+            )
         accounts.set_credentials(account, credentials)
         account.credentials_from_order = True
-        ttl = order.credentials_ttl
-        account.credentials_expire_at = now + timedelta(seconds=ttl) if ttl else None
+        account.credentials_expire_at = _expiry(order, now)
         clear_credentials_status(account)
+
+
+def _may_take(account: Account, now: datetime) -> bool:
+    """Whether inline credentials may be stored on ``account`` in place of what it holds.
+
+    An account without credentials takes them; so does one whose credentials came from an
+    earlier order and no longer work (expired, or refused: status ``credentials``), which is
+    the design note's flow of handing credentials over again. Credentials an operator set, and
+    live ones another order brought, are never replaced by an order: a write token could
+    otherwise cut every caller of the account off, or send their launches to another cloud
+    account.
+    """
+    if account.credentials is None:
+        return True
+    if not account.credentials_from_order:
+        return False
+    expired = account.credentials_expire_at is not None and account.credentials_expire_at <= now
+    return expired or account.status == "credentials"
+
+
+def _same(stored: Mapping[str, str], given: Mapping[str, str]) -> bool:
+    """Equal credentials, compared in constant time."""
+    canonical = [json.dumps(dict(c), sort_keys=True).encode() for c in (stored, given)]
+    return hmac.compare_digest(canonical[0], canonical[1])
+
+
+def _expiry(order: LaunchOrder, now: datetime) -> datetime | None:
+    ttl = order.credentials_ttl
+    return now + timedelta(seconds=ttl) if ttl else None
 
 
 def _resolve_hardware(catalogue: Catalogue, order: LaunchOrder) -> list[dict[str, int]]:

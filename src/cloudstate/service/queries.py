@@ -10,6 +10,8 @@ from enum import StrEnum
 from typing import TypeVar
 from uuid import UUID
 
+import anyio
+import anyio.to_thread
 from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import joinedload
 
@@ -18,9 +20,15 @@ from cloudstate.domain.orders import OrderState
 from cloudstate.domain.states import InstanceState
 from cloudstate.domain.subscriptions import SubscriptionFilter
 from cloudstate.domain.validation import parse
-from cloudstate.exceptions import NotFoundError, ValidationError, WaitTimeoutError
+from cloudstate.exceptions import (
+    CursorExpiredError,
+    NotFoundError,
+    ValidationError,
+    WaitTimeoutError,
+)
 from cloudstate.service.views import InstanceView, OrderView, instance_view, order_view
 from cloudstate.store import Store
+from cloudstate.store.eventlog import ChangeLog
 from cloudstate.store.repositories import (
     MAX_PAGE,
     AccountRepository,
@@ -29,6 +37,7 @@ from cloudstate.store.repositories import (
     event_record,
 )
 from cloudstate.store.tables import Account, Instance, Order, Realm
+from cloudstate.store.uow import UnitOfWork
 
 S = TypeVar("S", bound=StrEnum)
 
@@ -127,7 +136,28 @@ def events_after(
         raise ValidationError("must be 0 or a sequence number", field="after")
     selection = parse(SubscriptionFilter, dict(where or {})) if where else None
     with store.unit_of_work() as uow:
-        return [event_record(row) for row in uow.events.after(after, limit=limit, where=selection)]
+        if uow.changelog.number_committed():  # no worker may be numbering (an API alone)
+            uow.commit()
+        rows = uow.events.after(after, limit=limit, where=selection)
+        if after and (selection is not None or (rows and rows[0].seq != after + 1)):
+            check_cursor(uow, after)  # else the page itself shows nothing after it was pruned
+        return [event_record(row) for row in rows]
+
+
+def check_cursor(uow: UnitOfWork, after: int) -> None:
+    """The rule of the event log, for every reader: a cursor is good while no event after it
+    was pruned; else ``CursorExpiredError`` (REST: 410), never a silent skip."""
+    first = uow.changelog.first_seq()
+    if after and first and after < first - 1:
+        raise CursorExpiredError(
+            f"events up to {first - 1} are no longer retained; re-list and start over"
+        )
+
+
+def last_seq(store: Store) -> int:
+    """The newest cursor (0 before the first event)."""
+    with store.read() as session:
+        return ChangeLog(session, sqlite=store.database.is_sqlite).last_seq()
 
 
 def instance_events(store: Store, instance_uuid: UUID) -> list[EventRecord]:
@@ -190,6 +220,26 @@ def wait_for_state(
         if time.monotonic() >= deadline:
             raise WaitTimeoutError(not_settled_message(views, state, timeout))
         time.sleep(0.1)
+
+
+WAIT_POLL_SECONDS = 0.25
+
+
+async def wait_for_state_async(
+    store: Store, uuids: Sequence[UUID], state: InstanceState, *, timeout: float
+) -> list[InstanceView]:
+    """``wait_for_state`` for an event loop: the wait holds no thread, only each short read
+    does (one every ``WAIT_POLL_SECONDS``), so waiting requests never take the request threads
+    other requests need."""
+    deadline = time.monotonic() + timeout
+    while True:
+        views = await anyio.to_thread.run_sync(lambda: [get_instance(store, u) for u in uuids])
+        if settled(views, state):
+            return views
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise WaitTimeoutError(not_settled_message(views, state, timeout))
+        await anyio.sleep(min(WAIT_POLL_SECONDS, left))
 
 
 def not_settled_message(views: Sequence[InstanceView], state: InstanceState, timeout: float) -> str:

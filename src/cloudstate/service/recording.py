@@ -10,25 +10,32 @@ from sqlalchemy import Row, update
 
 from cloudstate.domain.events import EventDraft, EventType
 from cloudstate.domain.observations import Change, Snapshot
-from cloudstate.domain.states import InstanceState, Operation
+from cloudstate.domain.states import (
+    UNSETTLED_OPERATIONS,
+    InstanceState,
+    Operation,
+    OperationStatus,
+)
 from cloudstate.service.order_progress import watch_order
 from cloudstate.service.views import instance_view
 from cloudstate.store.tables import Instance, OperationRow, utcnow
 from cloudstate.store.uow import UnitOfWork
 
-_STATE_EVENTS = frozenset({EventType.INSTANCE_STATE_CHANGED, EventType.INSTANCE_LAUNCH_FAILED})
-
-# operation statuses
-QUEUED, CALLING, WAITING = "queued", "calling", "waiting"
-SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
-OPEN = (QUEUED, CALLING, WAITING)
+_ORDER_EVENTS = frozenset(
+    {
+        EventType.INSTANCE_STATE_CHANGED,
+        EventType.INSTANCE_LAUNCH_FAILED,
+        EventType.INSTANCE_ACTION_COMPLETED,  # a rollback ends once its destroys are judged
+        EventType.INSTANCE_ACTION_FAILED,
+    }
+)
 
 
 def record(uow: UnitOfWork, row: Instance, account: str, kind: EventType, **details: Any) -> None:
     """Record ``kind`` for ``row`` as it is now (after the change), in ``uow``'s transaction."""
     data = {"instance": instance_view(row, account).as_event_data(), **details}
     uow.record(EventDraft(kind, data, row.uuid, row.order_id, account), row)
-    if kind in _STATE_EVENTS:
+    if kind in _ORDER_EVENTS:
         watch_order(uow, row.order_id)
 
 
@@ -66,15 +73,18 @@ def commit_changes(
     for change in changes:
         record(uow, row, account, change.type, **change.details)
         if change.type is EventType.INSTANCE_ACTION_COMPLETED:
-            finish_operations(uow, row.uuid, SUCCEEDED)
+            finish_operations(uow, row.uuid, OperationStatus.SUCCEEDED)
         elif change.type is EventType.INSTANCE_ACTION_FAILED:
-            finish_operations(uow, row.uuid, FAILED)
+            finish_operations(uow, row.uuid, OperationStatus.FAILED)
 
 
-def finish_operations(uow: UnitOfWork, instance_uuid: uuid.UUID, status: str) -> None:
+def finish_operations(uow: UnitOfWork, instance_uuid: uuid.UUID, status: OperationStatus) -> None:
     """Close the instance's open operations once observation settled them."""
     uow.session.execute(
         update(OperationRow)
-        .where(OperationRow.instance_uuid == instance_uuid, OperationRow.status.in_(OPEN))
+        .where(
+            OperationRow.instance_uuid == instance_uuid,
+            OperationRow.status.in_(UNSETTLED_OPERATIONS),
+        )
         .values(status=status, finished_at=utcnow())
     )

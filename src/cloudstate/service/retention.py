@@ -10,37 +10,37 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 
+from cloudstate.domain.deliveries import FINISHED
 from cloudstate.domain.states import InstanceState
 from cloudstate.service.observations import require_credentials
 from cloudstate.store import Store
 from cloudstate.store.tables import Account, Delivery, Event, Instance
 
-FINISHED = ("delivered", "dead", "cancelled")
 BATCH = 5000
 
 
 def prune_events(store: Store, before: datetime) -> int:
     """Delete up to ``BATCH`` events older than ``before`` (and their finished deliveries)."""
     with store.unit_of_work() as uow:
-        newest = uow.session.scalar(select(func.max(Event.seq))) or 0
+        newest = uow.changelog.last_seq()
         unfinished = (
             select(Delivery.id)
-            .where(Delivery.event_seq == Event.seq, Delivery.status.not_in(FINISHED))
+            .where(Delivery.event_number == Event.number, Delivery.status.not_in(FINISHED))
             .exists()
         )
         doomed = list(
             uow.session.scalars(
-                select(Event.seq)
+                select(Event.number)
                 .where(Event.time < before, Event.seq < newest, ~unfinished)
                 .order_by(Event.seq)
                 .limit(BATCH)
             )
         )
         if doomed:
-            uow.session.execute(delete(Delivery).where(Delivery.event_seq.in_(doomed)))
-            uow.session.execute(delete(Event).where(Event.seq.in_(doomed)))
+            uow.session.execute(delete(Delivery).where(Delivery.event_number.in_(doomed)))
+            uow.session.execute(delete(Event).where(Event.number.in_(doomed)))
         uow.commit()
     return len(doomed)
 

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,7 +22,12 @@ from sqlalchemy.orm import Session
 
 from cloudstate.domain.auth import RANK, Scope, grants
 from cloudstate.domain.validation import Name, parse_field
-from cloudstate.exceptions import AlreadyExistsError, NotFoundError, ValidationError
+from cloudstate.exceptions import (
+    AlreadyExistsError,
+    ConflictError,
+    NotFoundError,
+    ValidationError,
+)
 from cloudstate.store import Store
 from cloudstate.store.tables import ApiToken, utcnow
 
@@ -74,16 +80,35 @@ def list_tokens(store: Store) -> list[TokenView]:
 
 
 def revoke_token(store: Store, name_or_id: str) -> TokenView:
-    """Revoke by name or id; revoking twice is harmless."""
+    """Revoke by name or id; revoking twice is harmless.
+
+    The last live admin token is never revoked (``ConflictError``): without one nobody could
+    make tokens through the API again. Live tokens are read under a row lock, so two
+    revocations at once cannot each leave the other as the last one.
+    """
     with store.unit_of_work() as uow:
         row = uow.session.scalar(select(ApiToken).where(ApiToken.name == name_or_id))
         if row is None:
             row = _by_id(uow.session, name_or_id)
         if row is None:
             raise NotFoundError("token", name_or_id)
+        if row.revoked_at is None and Scope.ADMIN in row.scopes:
+            _refuse_last_admin(uow.session, row)
         row.revoked_at = row.revoked_at or utcnow()
         uow.commit()
         return _view(row)
+
+
+def _refuse_last_admin(session: Session, row: ApiToken) -> None:
+    live = session.scalars(
+        select(ApiToken).where(ApiToken.revoked_at.is_(None)).with_for_update()
+    ).all()
+    if not any(other.id != row.id and Scope.ADMIN in other.scopes for other in live):
+        raise ConflictError(
+            f"token {row.name!r} is the last live admin token; create another admin token "
+            "first (on the database host without one: "
+            "cloudstate token create NAME --scope admin --local)"
+        )
 
 
 def authenticate(store: Store, plaintext: str) -> TokenView | None:
@@ -96,6 +121,22 @@ def authenticate(store: Store, plaintext: str) -> TokenView | None:
     if row.last_used_at is None or utcnow() - row.last_used_at > _TOUCH_EVERY:
         _touch(store, row.id)
     return _view(row)
+
+
+def revoked_among(store: Store, token_ids: Collection[UUID]) -> set[UUID]:
+    """Which of these tokens are revoked (or gone): one query, for the checks that open
+    event streams make on their tokens."""
+    if not token_ids:
+        return set()
+    with store.read() as session:
+        live = set(
+            session.scalars(
+                select(ApiToken.id).where(
+                    ApiToken.id.in_(list(token_ids)), ApiToken.revoked_at.is_(None)
+                )
+            )
+        )
+    return set(token_ids) - live
 
 
 def _touch(store: Store, token_id: UUID) -> None:

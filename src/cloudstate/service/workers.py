@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 
-from cloudstate.service.recording import CALLING, WAITING
+from cloudstate.domain.states import OperationStatus
 from cloudstate.store import Store
 from cloudstate.store.tables import Account, Delivery, OperationRow, Worker, utcnow
 
@@ -92,7 +92,10 @@ def _holds(session: Any, worker_id: str) -> dict[str, Any]:
     operations = session.scalar(
         select(func.count())
         .select_from(OperationRow)
-        .where(OperationRow.claimed_by == worker_id, OperationRow.status.in_([CALLING, WAITING]))
+        .where(
+            OperationRow.claimed_by == worker_id,
+            OperationRow.status.in_([OperationStatus.CALLING, OperationStatus.WAITING]),
+        )
     )
     deliveries = session.scalar(
         select(func.count())

@@ -1,23 +1,22 @@
-"""Deliveries: claiming due work and recording what each attempt did. Never commits.
+"""Deliveries: every SQL statement of delivering events. The deliverer (``engine.pipeline``)
+decides; this manager claims, records and queues, inside the caller's transaction.
 
-The outbox writes one ``deliveries`` row per (matching subscription, event). Its ``status``:
+The outbox queues one ``deliveries`` row per (matching subscription, event) with ``enqueue``.
+Statuses and what an attempt leads to are the domain's (``domain.deliveries``).
 
-================ ==============================================================================
-``pending``      waiting for ``next_attempt_at`` (and for earlier events of its key, see below)
-``delivering``   claimed by worker ``claimed_by`` until ``claimed_until``; a claim that expires
-                 (the worker died) goes back to ``pending`` and is tried again: at least once
-``delivered``    the target took it (2xx, or the callable returned); ``delivered_at`` says when
-``dead``         every attempt of the retry schedule failed; kept, with ``attempts``,
-                 ``last_status_code`` and ``last_error``, for inspection and replay
-``cancelled``    never to be attempted: its subscription was disabled (the receiver said
-                 410 Gone); ``last_error`` says why
-================ ==============================================================================
+Ordering, with an explicit head: of the unfinished deliveries of one (subscription, ordering
+key), exactly one is the ``head``; only a pending head is claimable. So a key has at most one
+delivery in flight, and a later event of an instance never reaches a subscriber before an
+earlier one is delivered, dead or cancelled. When a head finishes, the key's next unfinished
+delivery (lowest event number) becomes the head in the same transaction. A claim walks only
+pending heads (``ix_deliveries_pending_heads``) and stops after its window: its cost does not
+grow with how many deliveries wait behind one head.
 
-Ordering: a delivery is claimable only when it is the *head* of its (subscription, ordering
-key), i.e. no delivery with a smaller ``event_seq`` for the same pair is ``pending`` or
-``delivering``. So one key has at most one delivery in flight, and a later event of an instance
-never reaches a subscriber before an earlier one is delivered, dead or cancelled. Within one
-claim this also yields at most one delivery per key.
+Who may change a key's head: the writer that queues the key's first unfinished delivery, and
+whoever finishes or requeues one. Each takes the key's lock first (PostgreSQL: a transaction-
+scoped advisory lock on a 64-bit hash of the key, always in ascending order, so two lockers
+never wait on each other in a cycle), then reads what is unfinished: the two can never both
+miss each other. SQLite has one writer at a time.
 
 Admission: a claimer may judge each due head before taking it (``admit``): take it, leave it
 pending untouched (its endpoint has no free slot), or *defer* it to a later ``next_attempt_at``
@@ -29,55 +28,46 @@ of events again with a fresh schedule, creating the rows that are missing (event
 the subscription, or from while it was disabled). Either may send an event after later events
 of its instance were delivered: receivers see that from ``data.sequence``.
 
-Concurrency: on PostgreSQL candidates are locked ``FOR UPDATE OF deliveries SKIP LOCKED``, so N
-workers never claim one row; a worker that sees the *next* row of a key whose head another
-worker has just locked also sees that head as still ``pending`` (or, once committed,
-``delivering``), so the next row is not a head for it either. Acknowledgements lock their rows
-and apply only while ``claimed_by`` still names the acknowledging worker, so a late answer from a
-worker whose claim expired and was taken over changes nothing. SQLite serializes writers.
+Concurrency: candidates are claimed with the shared claim primitive (``store.claims``), so N
+workers never claim one row. Acknowledgements lock their rows and apply only while
+``claimed_by`` still names the acknowledging worker, so a late answer from a worker whose claim
+expired and was taken over changes nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, Select, and_, exists, or_, select, update
-from sqlalchemy.orm import InstrumentedAttribute, aliased
+from sqlalchemy import ColumnElement, Select, and_, exists, or_, select, text, update
+from sqlalchemy.orm import InstrumentedAttribute
 
+from cloudstate.domain.deliveries import (
+    UNFINISHED,
+    DeliveryStatus,
+    Outcome,
+    after_attempt,
+)
 from cloudstate.domain.events import EventRecord
 from cloudstate.exceptions import CryptoError
+from cloudstate.store.claims import claimable, is_postgres, locked
 from cloudstate.store.repositories import _Repository, event_record
 from cloudstate.store.tables import Delivery, Event, Subscription, utcnow
 
 MAX_ERROR = 2000
 RELEASE_BATCH = 1000
-JITTER = 0.1
-_S = TypeVar("_S", bound=Select[*tuple[Any, ...]])
 
+Key = tuple[UUID, str]  # (subscription, ordering key): one queue, sent in order
 
-class DeliveryStatus(StrEnum):
-    PENDING = "pending"
-    DELIVERING = "delivering"
-    DELIVERED = "delivered"
-    DEAD = "dead"
-    CANCELLED = "cancelled"
-
-
-OPEN = (DeliveryStatus.PENDING, DeliveryStatus.DELIVERING)
-
-
-class Outcome(StrEnum):
-    """What one attempt did: the target took it, it failed (retry or dead), or it is gone."""
-
-    DELIVERED = "delivered"
-    FAILED = "failed"
-    GONE = "gone"
+_LOCK_KEYS = text(
+    "SELECT pg_advisory_xact_lock(k) FROM"
+    " (SELECT k FROM unnest(CAST(:keys AS bigint[])) AS k ORDER BY k) AS ordered"
+)
 
 
 @dataclass(frozen=True)
@@ -153,6 +143,7 @@ class _Held:
     claimed_by: str | None
     attempts: int
     subscription_id: UUID
+    ordering_key: str
     next_attempt_at: datetime
     delivered_at: datetime | None
 
@@ -163,17 +154,78 @@ class _Held:
             Delivery.claimed_by,
             Delivery.attempts,
             Delivery.subscription_id,
+            Delivery.ordering_key,
             Delivery.next_attempt_at,
             Delivery.delivered_at,
         )
 
 
 class DeliveryRepository(_Repository):
-    """Claims, releases and acknowledges deliveries inside the caller's transaction."""
+    """Queues, claims, releases and acknowledges deliveries inside the caller's transaction."""
 
     @property
     def _postgres(self) -> bool:
-        return self.session.get_bind().dialect.name == "postgresql"
+        return is_postgres(self.session)
+
+    # queueing -----------------------------------------------------------------------------
+
+    def enqueue(self, queued: Sequence[tuple[UUID, Event]]) -> None:
+        """Queue each (subscription, committed-with-this-transaction event), in event order.
+        The first one of a key with nothing unfinished is its head."""
+        if not queued:
+            return
+        keys = {(subscription_id, event.subject) for subscription_id, event in queued}
+        self._lock(keys)
+        busy = self._unfinished_keys(keys)
+        rows = []
+        for subscription_id, event in queued:
+            key = (subscription_id, event.subject)
+            rows.append(_queued(subscription_id, event, event.time, head=key not in busy))
+            busy.add(key)
+        self.session.add_all(rows)
+        self.session.flush()
+
+    def _lock(self, keys: Iterable[Key]) -> None:
+        """Take each key's lock until the commit (PostgreSQL), in one global order."""
+        if keys and self._postgres:
+            self.session.execute(_LOCK_KEYS, {"keys": sorted({_key_lock(key) for key in keys})})
+
+    def _unfinished_keys(self, keys: Collection[Key]) -> set[Key]:
+        subscriptions = sorted({subscription for subscription, _ in keys})
+        subjects = sorted({subject for _, subject in keys})
+        found = self.session.execute(
+            select(Delivery.subscription_id, Delivery.ordering_key)
+            .where(
+                Delivery.subscription_id.in_(subscriptions),
+                Delivery.ordering_key.in_(subjects),
+                Delivery.status.in_(UNFINISHED),
+            )
+            .distinct()
+        )
+        return {(row.subscription_id, row.ordering_key) for row in found} & set(keys)
+
+    def _rehead(self, keys: Collection[Key]) -> None:
+        """Give each key (locked by the caller) a head if it has unfinished deliveries and
+        none is the head: the lowest event number."""
+        for subscription_id, ordering_key in sorted(keys):
+            of_key = and_(
+                Delivery.subscription_id == subscription_id,
+                Delivery.ordering_key == ordering_key,
+                Delivery.status.in_(UNFINISHED),
+            )
+            if self.session.scalar(select(Delivery.id).where(of_key, Delivery.head).limit(1)):
+                continue
+            first = select(Delivery.id).where(of_key).order_by(Delivery.event_number).limit(1)
+            first_id = self.session.scalar(first)
+            if first_id is not None:
+                self.session.execute(
+                    update(Delivery)
+                    .where(Delivery.id == first_id)
+                    .values(head=True)
+                    .execution_options(synchronize_session=False)
+                )
+
+    # claiming -----------------------------------------------------------------------------
 
     def claim(
         self,
@@ -195,7 +247,9 @@ class DeliveryRepository(_Repository):
         ones do not starve the claim.
         """
         window = limit * 2 if admit is not None else limit
-        statement = self._locked(_due_heads(now, callables, exclude).limit(window))
+        statement = claimable(
+            self.session, _due_heads(now, callables, exclude).limit(window), of=Delivery
+        )
         taken: list[int] = []
         deferred: list[dict[str, Any]] = []
         for candidate in (Candidate(*row) for row in self.session.execute(statement)):
@@ -212,20 +266,27 @@ class DeliveryRepository(_Repository):
 
     def release(self, ids: Collection[int], worker_id: str, now: datetime, reason: str) -> int:
         """Hand claims of ``worker_id`` back, due at once and without using an attempt (a
-        worker shutting down with deliveries it could not finish). Returns how many."""
-        rows = self._claimed_rows(sorted(ids)).values()
-        released = 0
-        for row in rows:
-            if row.claimed_by != worker_id:
-                continue
-            row.status = DeliveryStatus.PENDING
-            row.claimed_by = None
-            row.claimed_until = None
-            row.next_attempt_at = now
-            row.last_error = reason[:MAX_ERROR]
-            released += 1
-        self.session.flush()
-        return released
+        worker shutting down with deliveries it could not finish). Returns how many. A
+        released delivery stays its key's head."""
+        if not ids:
+            return 0
+        result = self.session.execute(
+            update(Delivery)
+            .where(
+                Delivery.id.in_(sorted(ids)),
+                Delivery.status == DeliveryStatus.DELIVERING,
+                Delivery.claimed_by == worker_id,
+            )
+            .values(
+                status=DeliveryStatus.PENDING,
+                claimed_by=None,
+                claimed_until=None,
+                next_attempt_at=now,
+                last_error=reason[:MAX_ERROR],
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     def release_expired(self, now: datetime) -> int:
         """Put deliveries whose claim expired before ``now`` back to ``pending``, due at once.
@@ -239,7 +300,7 @@ class DeliveryRepository(_Repository):
             .order_by(Delivery.id)
             .limit(RELEASE_BATCH)
         )
-        rows = self.session.scalars(self._locked(statement)).all()
+        rows = self.session.scalars(claimable(self.session, statement)).all()
         for row in rows:
             row.last_error = f"claim by {row.claimed_by} expired before it was acknowledged"
             row.status = DeliveryStatus.PENDING
@@ -249,6 +310,8 @@ class DeliveryRepository(_Repository):
         self.session.flush()
         return len(rows)
 
+    # acknowledging ------------------------------------------------------------------------
+
     def record_results(
         self,
         results: Iterable[DeliveryResult],
@@ -257,31 +320,29 @@ class DeliveryRepository(_Repository):
         now: datetime | None = None,
         rng: random.Random | None = None,
     ) -> dict[int, DeliveryStatus]:
-        """Apply a batch of attempt outcomes; returns the new status of each applied one.
-
-        A failure is retried after the next delay of ``schedule`` (seconds before each attempt,
-        ±10% jitter) and is ``dead`` once every attempt of it is used. ``GONE`` disables the
-        subscription and cancels its pending deliveries. A result whose row is no longer claimed
-        by its worker is skipped (it is absent from the returned mapping).
-        """
+        """Apply a batch of attempt outcomes (``domain.deliveries.after_attempt`` decides
+        each); returns the new status of each applied one. A finished head hands its key to
+        the next unfinished delivery. A result whose row is no longer claimed by its worker
+        is skipped (it is absent from the returned mapping)."""
         now = now or utcnow()
         rng = rng or random.Random()
         results = list(results)
         held = self._held([r.delivery_id for r in results])
         changes: list[dict[str, Any]] = []
-        gone: dict[UUID, DeliveryResult] = {}
+        finished: set[Key] = set()
         for result in results:
             row = held.pop(result.delivery_id, None)  # a repeated result finds it taken
             if row is None or row.claimed_by != result.worker_id:
                 continue
-            changes.append(_acknowledged(row, result, schedule, now, rng))
-            if result.outcome is Outcome.GONE:
-                gone[row.subscription_id] = result
-        if changes:  # one executemany: every change sets the same columns
-            self.session.execute(update(Delivery), changes)
-        for subscription_id in sorted(gone):  # one lock order for every worker
-            result = gone[subscription_id]
-            self.disable_subscription(subscription_id, _gone_reason(result, now))
+            change = _acknowledged(row, result, schedule, now, rng)
+            changes.append(change)
+            if change["status"] != DeliveryStatus.PENDING:
+                finished.add((row.subscription_id, row.ordering_key))
+        if not changes:
+            return {}
+        self._lock(finished)
+        self.session.execute(update(Delivery), changes)  # one executemany: same columns
+        self._rehead(finished)
         return {change["id"]: change["status"] for change in changes}
 
     def disable_subscription(self, subscription_id: UUID, reason: str) -> int:
@@ -296,7 +357,7 @@ class DeliveryRepository(_Repository):
                 Delivery.subscription_id == subscription_id,
                 Delivery.status == DeliveryStatus.PENDING,
             )
-            .values(status=DeliveryStatus.CANCELLED, last_error=f"cancelled: {reason}")
+            .values(status=DeliveryStatus.CANCELLED, head=False, last_error=f"cancelled: {reason}")
             .execution_options(synchronize_session=False)
         )
         self.session.flush()
@@ -321,9 +382,9 @@ class DeliveryRepository(_Repository):
             .join(Subscription, Subscription.id == Delivery.subscription_id)
             .where(
                 Delivery.status == DeliveryStatus.PENDING,
+                Delivery.head,
                 Delivery.next_attempt_at <= now + horizon,
                 _deliverable(callables),
-                _is_head(),
             )
             .limit(1)
         )
@@ -337,7 +398,7 @@ class DeliveryRepository(_Repository):
         statement = (
             select(Delivery)
             .where(Delivery.subscription_id == subscription_id)
-            .order_by(Delivery.event_seq)
+            .order_by(Delivery.event_number)
         )
         return list(self.session.scalars(statement))
 
@@ -351,13 +412,13 @@ class DeliveryRepository(_Repository):
         after: int = 0,
         limit: int = 100,
     ) -> list[tuple[Delivery, Event]]:
-        """A subscription's deliveries with their events, in event order after the event seq
+        """A subscription's deliveries with their events, in event order after the cursor
         ``after``, optionally only those in ``statuses``: the delivery log, one page."""
         statement = (
             select(Delivery, Event)
-            .join(Event, Event.seq == Delivery.event_seq)
-            .where(Delivery.subscription_id == subscription_id, Delivery.event_seq > after)
-            .order_by(Delivery.event_seq)
+            .join(Event, Event.number == Delivery.event_number)
+            .where(Delivery.subscription_id == subscription_id, Event.seq > after)
+            .order_by(Event.seq)
             .limit(limit)
         )
         if statuses:
@@ -367,79 +428,75 @@ class DeliveryRepository(_Repository):
     def locked(self, delivery_id: int) -> Delivery | None:
         """One delivery, locked until the transaction ends (on PostgreSQL), so a decision
         about its status cannot race a worker claiming or acknowledging it."""
-        return self.session.get(Delivery, delivery_id, with_for_update=self._postgres)
+        statement = select(Delivery).where(Delivery.id == delivery_id)
+        return self.session.scalar(locked(self.session, statement))
 
     def retry(self, row: Delivery, now: datetime) -> None:
         """Make ``row`` due at ``now`` again, keeping its attempts (so a dead one that fails
-        once more is dead again) and the last attempt's status code and error."""
+        once more is dead again) and the last attempt's status code and error. It is sent
+        once it is its key's head."""
+        key = (row.subscription_id, row.ordering_key)
+        self._lock([key])
+        self._restart(row, now)
+        self.session.flush()
+        self._rehead([key])
+
+    def _restart(self, row: Delivery, now: datetime) -> None:
         row.status = DeliveryStatus.PENDING
         row.next_attempt_at = now
         row.claimed_by = None
         row.claimed_until = None
         row.delivered_at = None
-        self.session.flush()
 
     def replay(self, subscription_id: UUID, events: Sequence[Event], now: datetime) -> Replayed:
         """Queue ``events`` for the subscription again, due at ``now`` with a fresh schedule.
 
         Existing rows restart (attempts back to 0); missing rows are created; rows in flight
-        are left to their worker (they are being sent already). The head-of-queue rule then
-        sends each instance's events in order, after any earlier event still open.
+        are left to their worker (they are being sent already). The head rule then sends each
+        instance's events in order, after any unfinished delivery of it.
         """
-        seqs = [event.seq for event in events]
-        statement = (
+        numbers = [event.number for event in events]
+        statement = locked(
+            self.session,
             select(Delivery)
-            .where(Delivery.subscription_id == subscription_id, Delivery.event_seq.in_(seqs))
-            .order_by(Delivery.id)
+            .where(
+                Delivery.subscription_id == subscription_id,
+                Delivery.event_number.in_(numbers),
+            )
+            .order_by(Delivery.id),
+            of=Delivery,
         )
-        if self._postgres:
-            statement = statement.with_for_update(of=Delivery)
-        existing = {row.event_seq: row for row in self.session.scalars(statement)}
+        existing = {row.event_number: row for row in self.session.scalars(statement)}
+        self._lock({(subscription_id, event.subject) for event in events})  # rows, then keys
         done = Replayed()
         for event in events:
-            row = existing.get(event.seq)
+            row = existing.get(event.number)
             if row is None:
-                self.session.add(_queued(subscription_id, event, now))
+                self.session.add(_queued(subscription_id, event, now, head=False))
                 done.created += 1
             elif row.status == DeliveryStatus.DELIVERING:
                 done.in_flight += 1
             else:
-                self.retry(row, now)
+                self._restart(row, now)
                 row.attempts = 0
                 done.reset += 1
         self.session.flush()
+        self._rehead({(subscription_id, event.subject) for event in events})
         return done
 
     # internals ----------------------------------------------------------------------------
-
-    def _locked(self, statement: _S) -> _S:
-        if not self._postgres:
-            return statement
-        return statement.with_for_update(of=Delivery, skip_locked=True)
-
-    def _claimed_rows(self, ids: Sequence[int]) -> dict[int, Delivery]:
-        if not ids:
-            return {}
-        statement = (
-            select(Delivery)
-            .where(Delivery.id.in_(ids), Delivery.status == DeliveryStatus.DELIVERING)
-            .order_by(Delivery.id)
-        )
-        if self._postgres:
-            statement = statement.with_for_update(of=Delivery)
-        return {row.id: row for row in self.session.scalars(statement)}
 
     def _held(self, ids: Sequence[int]) -> dict[int, _Held]:
         """What acknowledging needs of the claimed rows among ``ids``, locked (PostgreSQL)."""
         if not ids:
             return {}
-        statement = (
+        statement = locked(
+            self.session,
             select(*_Held.columns())
             .where(Delivery.id.in_(ids), Delivery.status == DeliveryStatus.DELIVERING)
-            .order_by(Delivery.id)
+            .order_by(Delivery.id),
+            of=Delivery,
         )
-        if self._postgres:
-            statement = statement.with_for_update(of=Delivery)
         return {row.id: _Held(*row) for row in self.session.execute(statement)}
 
     def _take(
@@ -456,10 +513,10 @@ class DeliveryRepository(_Repository):
         )
         statement = (
             select(Delivery.id, Delivery.attempts, Event, Subscription)
-            .join(Event, Event.seq == Delivery.event_seq)
+            .join(Event, Event.number == Delivery.event_number)
             .join(Subscription, Subscription.id == Delivery.subscription_id)
             .where(Delivery.id.in_(ids))
-            .order_by(Delivery.event_seq, Delivery.id)
+            .order_by(Delivery.event_number, Delivery.id)
         )
         return [
             self._claimed(delivery_id, attempts, event, subscription, now)
@@ -499,34 +556,43 @@ class DeliveryRepository(_Repository):
         return tuple(self.secrets.decrypt(token).decode() for token in tokens if token)
 
 
+def _key_lock(key: Key) -> int:
+    """A key's advisory lock: a signed 64-bit hash (a collision only serializes two keys)."""
+    digest = hashlib.blake2b(f"{key[0]}:{key[1]}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
 def _due_heads(
     now: datetime, callables: Collection[str], exclude: Collection[UUID]
 ) -> Select[int, UUID, str, str]:
-    """Claimable deliveries as ``Candidate`` fields, oldest event first: no event data, so
-    PostgreSQL can walk ``ix_deliveries_pending_by_seq`` and stop after the window."""
+    """Claimable deliveries as ``Candidate`` fields, oldest event first: pending heads whose
+    event has its cursor (``seq``, given after commit), walked on ``ix_deliveries_pending_heads``
+    so PostgreSQL stops after the window."""
     statement = (
         select(Delivery.id, Delivery.subscription_id, Subscription.kind, Subscription.target)
         .join(Subscription, Subscription.id == Delivery.subscription_id)
         .where(
             Delivery.status == DeliveryStatus.PENDING,
+            Delivery.head,
             Delivery.next_attempt_at <= now,
             _deliverable(callables),
-            _is_head(),
+            exists().where(Event.number == Delivery.event_number, Event.seq.is_not(None)),
         )
-        .order_by(Delivery.event_seq, Delivery.id)
+        .order_by(Delivery.event_number, Delivery.id)
     )
     if exclude:
         statement = statement.where(Delivery.subscription_id.not_in(sorted(exclude)))
     return statement
 
 
-def _queued(subscription_id: UUID, event: Event, now: datetime) -> Delivery:
+def _queued(subscription_id: UUID, event: Event, due: datetime, *, head: bool) -> Delivery:
     """A new delivery of ``event``, keyed as the outbox keys it (by subject)."""
     return Delivery(
         subscription_id=subscription_id,
-        event_seq=event.seq,
+        event_number=event.number,
         ordering_key=event.subject,
-        next_attempt_at=now,
+        next_attempt_at=due,
+        head=head,
     )
 
 
@@ -546,35 +612,27 @@ def _acknowledged(
     now: datetime,
     rng: random.Random,
 ) -> dict[str, Any]:
-    """The change one attempt's result makes to its row (a bulk-update row).
-
-    A failure is retried after the next delay of ``schedule`` while attempts remain, else
-    dead. Every change sets the same columns (those it leaves alone, to their current value),
-    so a whole acknowledgement is one executemany.
-    """
+    """The change one attempt's result makes to its row (a bulk-update row). Every change
+    sets the same columns (those it leaves alone, to their current value), so a whole
+    acknowledgement is one executemany."""
     attempts = row.attempts + 1
     attempted_at = result.attempted_at or now
-    change: dict[str, Any] = {
+    verdict = after_attempt(result.outcome, attempts, schedule, now, rng)
+    return {
         "id": row.id,
+        "status": verdict.status,
+        "head": verdict.status == DeliveryStatus.PENDING,
         "attempts": attempts,
         "last_attempt_at": attempted_at,
         "last_status_code": result.status_code,
         "last_error": result.error[:MAX_ERROR],
         "claimed_by": None,
         "claimed_until": None,
-        "next_attempt_at": row.next_attempt_at,
-        "delivered_at": row.delivered_at,
+        "next_attempt_at": verdict.next_attempt_at or row.next_attempt_at,
+        "delivered_at": attempted_at
+        if verdict.status == DeliveryStatus.DELIVERED
+        else row.delivered_at,
     }
-    if result.outcome is Outcome.DELIVERED:
-        change.update(status=DeliveryStatus.DELIVERED, delivered_at=attempted_at)
-    elif result.outcome is Outcome.GONE:
-        change.update(status=DeliveryStatus.CANCELLED)
-    elif attempts < len(schedule):
-        delay = schedule[attempts] * rng.uniform(1 - JITTER, 1 + JITTER)
-        change.update(status=DeliveryStatus.PENDING, next_attempt_at=now + timedelta(seconds=delay))
-    else:
-        change.update(status=DeliveryStatus.DEAD)
-    return change
 
 
 def _deliverable(callables: Collection[str]) -> ColumnElement[bool]:
@@ -586,19 +644,3 @@ def _deliverable(callables: Collection[str]) -> ColumnElement[bool]:
             and_(Subscription.kind == "callable", Subscription.target.in_(sorted(callables))),
         )
     return and_(Subscription.enabled.is_(True), kinds)
-
-
-def _is_head() -> ColumnElement[bool]:
-    """No earlier delivery of the same (subscription, key) is still pending or in flight."""
-    earlier = aliased(Delivery)
-    return ~exists().where(
-        earlier.subscription_id == Delivery.subscription_id,
-        earlier.ordering_key == Delivery.ordering_key,
-        earlier.event_seq < Delivery.event_seq,
-        earlier.status.in_(OPEN),
-    )
-
-
-def _gone_reason(result: DeliveryResult, now: datetime) -> str:
-    answer = f"HTTP {result.status_code}" if result.status_code is not None else "gone"
-    return f"the receiver answered {answer} at {now:%Y-%m-%d %H:%M:%S} UTC"

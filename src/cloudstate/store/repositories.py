@@ -25,6 +25,7 @@ from cloudstate.exceptions import (
     AlreadyExistsError,
     ConflictError,
     NotFoundError,
+    StoreError,
     ValidationError,
 )
 from cloudstate.store.crypto import SecretBox
@@ -306,15 +307,11 @@ class EventRepository(_Repository):
 
     def for_instance(self, instance_uuid: uuid.UUID) -> list[Event]:
         statement = (
-            select(Event).where(Event.instance_uuid == instance_uuid).order_by(Event.instance_seq)
+            select(Event)
+            .where(Event.instance_uuid == instance_uuid, Event.seq.is_not(None))
+            .order_by(Event.instance_seq)
         )
         return list(self.session.scalars(statement))
-
-    def last_seq(self) -> int:
-        return self.session.scalar(select(func.max(Event.seq))) or 0
-
-    def first_seq(self) -> int:
-        return self.session.scalar(select(func.min(Event.seq))) or 0
 
 
 def _event_filter(statement: Select[Event], where: SubscriptionFilter) -> Select[Event]:
@@ -388,7 +385,10 @@ def subscription_filter(row: Subscription) -> SubscriptionFilter:
 
 
 def event_record(row: Event) -> EventRecord:
-    """A committed event row as the public, detached ``EventRecord``."""
+    """A committed, numbered event row as the public, detached ``EventRecord`` (readers never
+    see an event before its cursor is given: ``store.eventlog``)."""
+    if row.seq is None:
+        raise StoreError(f"event {row.id} has no cursor yet; it is not readable")
     return EventRecord(
         seq=row.seq,
         id=row.id,

@@ -290,11 +290,18 @@ class OperationRow(Base):
 
 
 class Event(Base):
-    """The change log (transactional outbox). Append-only; ``seq`` is the watch cursor."""
+    """The change log (transactional outbox). Append-only.
+
+    ``number`` orders inserts only (an identity, handed out before commit, so not in commit
+    order on PostgreSQL); ``seq`` is the public cursor: gap-free and in commit order, given to
+    an event once it has committed (``store.eventlog``). Null until then: readers never see
+    an event without one.
+    """
 
     __tablename__ = "events"
 
-    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    number: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    seq: Mapped[int | None] = mapped_column(BigInteger)
     id: Mapped[UUID] = mapped_column(unique=True, default=uuid4)
     type: Mapped[str] = mapped_column(String(64))
     subject: Mapped[str] = mapped_column(String(255))
@@ -307,9 +314,27 @@ class Event(Base):
 
     __table_args__ = (
         UniqueConstraint("instance_uuid", "instance_seq", name="uq_events_instance_seq"),
+        Index("uq_events_seq", "seq", unique=True),
+        # The sequencer's work list: committed events still waiting for their ``seq``.
+        Index(
+            "ix_events_unnumbered",
+            "number",
+            postgresql_where=text("seq IS NULL"),
+            sqlite_where=text("seq IS NULL"),
+        ),
         Index("ix_events_time", "time"),
         Index("ix_events_order_id", "order_id"),
     )
+
+
+class EventCounter(Base):
+    """One row: the last ``seq`` handed out. Only the sequencer writes it (never a writer of
+    events), so holding it never makes an event-writing transaction wait."""
+
+    __tablename__ = "event_counter"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class Subscription(Base):
@@ -344,9 +369,15 @@ class Delivery(Base):
     subscription_id: Mapped[UUID] = mapped_column(
         ForeignKey("subscriptions.id", ondelete="CASCADE")
     )
-    event_seq: Mapped[int] = mapped_column(BigId, ForeignKey("events.seq"))
+    event_number: Mapped[int] = mapped_column(BigId, ForeignKey("events.number"))
     ordering_key: Mapped[str] = mapped_column(
         String(255), comment="instance uuid (or subject): one in flight per key"
+    )
+    head: Mapped[bool] = mapped_column(
+        Boolean,
+        default=False,
+        server_default=sa_false(),
+        comment="the one open delivery of its (subscription, key) that may be sent now",
     )
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -359,26 +390,30 @@ class Delivery(Base):
     claimed_until: Mapped[datetime | None]
 
     __table_args__ = (
-        UniqueConstraint("subscription_id", "event_seq", name="uq_deliveries_subscription_event"),
+        UniqueConstraint(
+            "subscription_id", "event_number", name="uq_deliveries_subscription_event"
+        ),
         Index("ix_deliveries_status_next_attempt", "status", "next_attempt_at"),
-        Index("ix_deliveries_subscription_key_seq", "subscription_id", "ordering_key", "event_seq"),
-        # The head-of-queue check only ever looks at unfinished rows: keep that index small.
+        Index(
+            "ix_deliveries_subscription_key_seq", "subscription_id", "ordering_key", "event_number"
+        ),
+        # The next head of a key, once the current one is finished: unfinished rows only.
         Index(
             "ix_deliveries_open_by_key",
             "subscription_id",
             "ordering_key",
-            "event_seq",
+            "event_number",
             postgresql_where=text("status IN ('pending', 'delivering')"),
             sqlite_where=text("status IN ('pending', 'delivering')"),
         ),
-        # The claim walks pending rows in its own order and stops after its window, so its
-        # cost does not grow with the number of open deliveries.
+        # The claim walks pending heads in event order and stops after its window: its cost
+        # is that of the window, however many deliveries wait behind one head.
         Index(
-            "ix_deliveries_pending_by_seq",
-            "event_seq",
+            "ix_deliveries_pending_heads",
+            "event_number",
             "id",
-            postgresql_where=text("status = 'pending'"),
-            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending' AND head"),
+            sqlite_where=text("status = 'pending' AND head"),
         ),
     )
 

@@ -6,10 +6,11 @@ per matching subscription in a single transaction. If anything fails, nothing is
 
 Numbering: an instance event takes the next number of that instance's own sequence (the
 instance row's ``event_seq``, guarded by its version column, so two writers cannot hand out
-the same number). The global ``seq`` must also follow commit order, or a watcher reading
-"after cursor N" could skip an event committed late with a smaller number; on PostgreSQL the
-events are therefore inserted under a transaction-scoped advisory lock taken just before the
-insert and released by the commit. SQLite already serializes writers.
+the same number). The global cursor ``seq`` follows commit order without any lock shared by
+writers: it is given after commit (``store.eventlog``). Subscriptions are matched before the
+events are inserted; the only locks a commit takes for its events are those of the delivery
+keys it queues on (``store.deliveries``), so writers of different instances never wait on
+each other.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -35,6 +36,7 @@ from cloudstate.exceptions import (
 from cloudstate.store.crypto import SecretBox
 from cloudstate.store.database import Database
 from cloudstate.store.deliveries import DeliveryRepository
+from cloudstate.store.eventlog import WORK_CHANNEL, ChangeLog
 from cloudstate.store.repositories import (
     AccountRepository,
     EventRepository,
@@ -43,10 +45,9 @@ from cloudstate.store.repositories import (
     SubscriptionRepository,
     subscription_filter,
 )
-from cloudstate.store.tables import Delivery, Event, Instance, Subscription, utcnow
+from cloudstate.store.tables import Event, Instance, Subscription, utcnow
 
-_EVENT_LOCK = 0x6373_6576  # "csev"
-WORK_CHANNEL = "cloudstate_work"  # NOTIFY'd with every commit that records events
+__all__ = ["WORK_CHANNEL", "UnitOfWork"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class UnitOfWork:
         self._secrets = secrets
         self._pending: list[_Pending] = []
         self._before_commit: dict[object, Callable[[], None]] = {}
+        self._written: list[Event] = []
         self.session: Session
 
     def __enter__(self) -> UnitOfWork:
@@ -77,6 +79,7 @@ class UnitOfWork:
         self.events = EventRepository(self.session, self._secrets)
         self.subscriptions = SubscriptionRepository(self.session, self._secrets)
         self.deliveries = DeliveryRepository(self.session, self._secrets)
+        self.changelog = ChangeLog(self.session, sqlite=self._database.is_sqlite)
         return self
 
     def __exit__(
@@ -88,6 +91,7 @@ class UnitOfWork:
         self.session.rollback()
         self.session.close()
         self._pending.clear()
+        self._written.clear()
         if isinstance(exc, SQLAlchemyError):
             # Raised inside the block (an autoflush before a query, a query itself): the same
             # errors as a failed commit, so callers never see the ORM's own exceptions.
@@ -113,55 +117,58 @@ class UnitOfWork:
         for work that depends on every change of the unit (an order's overall state)."""
         self._before_commit.setdefault(key, action)
 
-    def commit(self) -> list[Event]:
-        """Write the changes, their events and deliveries in one transaction."""
+    def write(self) -> list[Event]:
+        """Write the changes, their events and deliveries into the open transaction, without
+        committing it (``commit`` does this first; a test may hold the transaction open)."""
         try:
             while self._before_commit:
                 key = next(iter(self._before_commit))
                 self._before_commit.pop(key)()
             self.session.flush()
             events = self._write_events()
-            self.session.commit()
         except SQLAlchemyError as exc:
             raise _translated(exc) from exc
         finally:
             self._pending.clear()
             self._before_commit.clear()
+        self._written += events
         return events
+
+    def commit(self) -> list[Event]:
+        """Write the changes, their events and deliveries in one transaction, and commit it."""
+        self.write()
+        try:
+            self.session.commit()
+        except SQLAlchemyError as exc:
+            raise _translated(exc) from exc
+        written, self._written = self._written, []
+        return written
 
     def _write_events(self) -> list[Event]:
         if not self._pending:
             return []
-        if not self._database.is_sqlite:
-            self.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _EVENT_LOCK})
         now = utcnow()
         rows = [_event_row(pending, now) for pending in self._pending]
-        self.session.add_all(rows)
-        self.session.flush()
-        self._fan_out(rows)
-        if not self._database.is_sqlite:  # idle workers elsewhere wake at commit (LISTEN)
-            self.session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WORK_CHANNEL})
+        matched = self._matches(rows)  # read before any insert or lock
+        self.changelog.append(rows)
+        self.deliveries.enqueue([(subscription_id, rows[i]) for i, subscription_id in matched])
         return rows
 
-    def _fan_out(self, rows: list[Event]) -> None:
-        """One delivery per (matching enabled subscription, event), in the same transaction."""
+    def _matches(self, rows: list[Event]) -> list[tuple[int, uuid.UUID]]:
+        """(event index, subscription) for each enabled subscription that wants each event,
+        in event order. A subscription this transaction can see was created before these
+        events commit, so each is one it asked for."""
         subscriptions = list(
             self.session.scalars(select(Subscription).where(Subscription.enabled.is_(True)))
         )
         if not subscriptions:
-            return
-        filters = [(sub, subscription_filter(sub)) for sub in subscriptions]
-        deliveries = [
-            Delivery(
-                subscription_id=sub.id,
-                event_seq=row.seq,
-                ordering_key=row.subject,
-                next_attempt_at=row.time,
-            )
-            for row, pending in zip(rows, self._pending, strict=True)
-            for sub, where in filters
-            if row.seq > sub.start_seq
-            and where.matches(
+            return []
+        filters = [(sub.id, subscription_filter(sub)) for sub in subscriptions]
+        return [
+            (index, subscription_id)
+            for index, (row, pending) in enumerate(zip(rows, self._pending, strict=True))
+            for subscription_id, where in filters
+            if where.matches(
                 row.type,
                 instance_uuid=row.instance_uuid,
                 order_id=row.order_id,
@@ -169,8 +176,6 @@ class UnitOfWork:
                 labels=pending.labels,
             )
         ]
-        self.session.add_all(deliveries)
-        self.session.flush()
 
 
 def _event_row(pending: _Pending, now: Any) -> Event:

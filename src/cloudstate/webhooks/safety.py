@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
@@ -295,3 +296,26 @@ def _resolve_result(host: str, port: int, info: AddrInfo) -> ResolveResult:
     return ResolveResult(
         hostname=host, host=address, port=resolved_port, family=family, proto=proto, flags=_NUMERIC
     )
+
+
+HIDDEN = "redacted"
+
+
+def redact_url(url: str) -> str:
+    """``url`` without what callers hide credentials in: user and password, query string and
+    fragment each become ``redacted`` (scheme, host, port and path stay, to tell hooks apart).
+    Anything but an http(s) URL with a host is hidden whole."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return HIDDEN
+    if parts.scheme not in ("http", "https") or not host:
+        return HIDDEN
+    if ":" in host:
+        host = f"[{host}]"
+    userinfo = f"{HIDDEN}@" if "@" in parts.netloc else ""
+    query = f"?{HIDDEN}" if parts.query else ""
+    fragment = f"#{HIDDEN}" if parts.fragment else ""
+    return f"{parts.scheme}://{userinfo}{host}{port}{parts.path}{query}{fragment}"

@@ -56,6 +56,25 @@ def secret_key(secret: str) -> bytes:
     return key
 
 
+def check_secret(secret: str) -> bytes:
+    """The HMAC key of a secret a caller chose, refused (``ValidationError`` on ``secret``)
+    when malformed or shorter than ``MIN_SECRET_BYTES``: a short key is guessable, and
+    Standard Webhooks secrets are 24 to 64 bytes. (Secrets stored before this rule still
+    sign: ``secret_key`` alone does not ask for a length.)"""
+    key = secret_key(secret)
+    if len(key) < MIN_SECRET_BYTES:
+        raise ValidationError(
+            f"must decode to at least {MIN_SECRET_BYTES} bytes (this one has {len(key)}); "
+            "omit it to get a generated one",
+            field="secret",
+        )
+    return key
+
+
+SECRET_PATTERN = r"^(whsec_)?([A-Za-z0-9+/]{4}){8,}([A-Za-z0-9+/]{2}(==)?|[A-Za-z0-9+/]{3}=?)?$"  # noqa: S105
+"""What ``check_secret`` accepts, as the OpenAPI document declares it: base64 of 24+ bytes."""
+
+
 def sign(secrets: str | Sequence[str], msg_id: str, timestamp: int, body: bytes | str) -> str:
     """The ``webhook-signature`` header value: one ``v1,`` signature per secret, in order."""
     keys = [secret_key(s) for s in _as_list(secrets)]

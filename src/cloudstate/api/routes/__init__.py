@@ -18,6 +18,7 @@ _DESCRIPTIONS = {
     410: "The cursor is older than the retained events",
     413: "Request body too large",
     422: "Invalid input: each bad field is listed",
+    429: "Too many open streams: retry after the Retry-After seconds",
     502: "The provider refused",
     503: "The provider or the database is unavailable",
     504: "Timed out waiting for the target state",
@@ -39,6 +40,10 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         }
         for code in wanted
     }
+
+
+CURSOR_PATTERN = r"^([A-Za-z0-9_-]{22}(==)?)?$"
+"""A page cursor as ``encode_cursor`` writes it (base64url of 16 bytes); empty: the start."""
 
 
 def encode_cursor(after: UUID) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, Path, Query
 
 from cloudstate.api.deps import Context, Reader, Writer
 from cloudstate.api.routes import responses
@@ -21,7 +21,6 @@ from cloudstate.api.schemas import (
     ReplayOut,
     ReplayRequest,
 )
-from cloudstate.exceptions import CursorExpiredError
 from cloudstate.service import deliveries
 
 router = APIRouter(tags=["deliveries"])
@@ -68,9 +67,6 @@ def replay(subscription_id: UUID, body: ReplayRequest, ctx: Context, _: Writer) 
     """Deliver again every retained event after ``after`` that matches the subscription's
     filters, in order, with a fresh retry schedule; missing deliveries are created. 410 when
     events after the cursor are no longer retained; 409 while the subscription is disabled."""
-    try:
-        result = deliveries.replay(ctx.store, subscription_id, body.after, limit=body.limit)
-    except CursorExpiredError as exc:
-        raise HTTPException(410, str(exc)) from exc
+    result = deliveries.replay(ctx.store, subscription_id, body.after, limit=body.limit)
     ctx.wake()
     return ReplayOut.of(result)

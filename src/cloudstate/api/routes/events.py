@@ -7,13 +7,10 @@ the retained events gets 410 Gone: the client re-lists current state and starts 
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -21,19 +18,14 @@ from cloudstate.api.deps import Context, Reader
 from cloudstate.api.routes import responses
 from cloudstate.api.routes.instances import parse_labels
 from cloudstate.api.schemas import MAX_SEQ, EventOut, EventPage
+from cloudstate.api.streams import HubStream, StreamHub
 from cloudstate.domain.events import EventType
 from cloudstate.domain.subscriptions import SubscriptionFilter
 from cloudstate.domain.validation import parse
 from cloudstate.exceptions import FieldError, ValidationError
 from cloudstate.service import queries
-from cloudstate.store import Store
-from cloudstate.webhooks.envelope import cloud_event
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
-
-PAGE = 500
-HEARTBEAT_SECONDS = 15.0
-POLL_SECONDS = 0.2
 
 
 def _filters(
@@ -78,11 +70,9 @@ def list_events(
     after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="the last seq you have")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventPage:
-    _check_retained(ctx.store, after)
     records = queries.events_after(ctx.store, after, limit=limit, where=filters or None)
     next_after = records[-1].seq if records else after
-    with ctx.store.unit_of_work() as uow:
-        last = uow.events.last_seq()
+    last = queries.last_seq(ctx.store)
     return EventPage(items=[EventOut.of(r) for r in records], next_after=next_after, last_seq=last)
 
 
@@ -91,46 +81,31 @@ def list_events(
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "CloudEvents, one per event"},
-        **responses(410),
+        **responses(410, 429),
     },
 )
 async def stream_events(
     request: Request,
     ctx: Context,
-    _: Reader,
+    token: Reader,
     filters: Filters,
     after: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
-    """Every event after the cursor, then live ones as they commit (``id:`` = seq)."""
+    """Every event after the cursor, then live ones as they commit (``id:`` = seq). Streams
+    per token and per server are limited (429 with ``Retry-After``); a stream ends within
+    ``REVALIDATE_SECONDS`` of its token's revocation."""
     cursor = _resume_point(after, last_event_id)
-    await run_in_threadpool(_check_retained, ctx.store, cursor)
-    body = _stream(request, ctx.store, cursor, filters)
+    await run_in_threadpool(queries.events_after, ctx.store, cursor, limit=1)  # 410 now
+    hub: StreamHub = request.app.state.streams
+    place = hub.admit(token.id)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(body, media_type="text/event-stream", headers=headers)
-
-
-async def _stream(
-    request: Request, store: Store, cursor: int, filters: dict[str, Any]
-) -> AsyncIterator[str]:
-    yield "retry: 2000\n\n"
-    quiet = 0.0
-    while not await request.is_disconnected():
-        records = await run_in_threadpool(
-            queries.events_after, store, cursor, limit=PAGE, where=filters or None
-        )
-        for record in records:
-            data = json.dumps(cloud_event(record, source="/cloudstate"), separators=(",", ":"))
-            yield f"id: {record.seq}\nevent: {record.type}\ndata: {data}\n\n"
-            cursor = record.seq
-        if records:
-            quiet = 0.0
-            continue
-        await asyncio.sleep(POLL_SECONDS)
-        quiet += POLL_SECONDS
-        if quiet >= HEARTBEAT_SECONDS:
-            quiet = 0.0
-            yield ": keep-alive\n\n"
+    return HubStream(
+        hub.events(place, cursor, filters, request.is_disconnected),
+        lambda: hub.release(place),
+        media_type="text/event-stream",
+        headers=headers,
+    )
 
 
 def _resume_point(after: int | None, last_event_id: str | None) -> int:
@@ -140,12 +115,3 @@ def _resume_point(after: int | None, last_event_id: str | None) -> int:
             raise ValidationError("must be an event sequence number", field="Last-Event-ID")
         return int(value)
     return after or 0
-
-
-def _check_retained(store: Store, after: int) -> None:
-    with store.unit_of_work() as uow:
-        first = uow.events.first_seq()
-    if after and first and after < first - 1:
-        raise HTTPException(
-            410, f"events up to {first - 1} are no longer retained; re-list and start over"
-        )

@@ -6,9 +6,10 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
+from starlette.concurrency import run_in_threadpool
 
 from cloudstate.api.deps import Context, Reader, Writer
-from cloudstate.api.routes import decode_cursor, encode_cursor, responses
+from cloudstate.api.routes import CURSOR_PATTERN, decode_cursor, encode_cursor, responses
 from cloudstate.api.schemas import (
     ActionRequest,
     ActionResponse,
@@ -33,7 +34,7 @@ def list_instances(
     account: str | None = None,
     order: UUID | None = None,
     label: Annotated[list[str], Query(description="key=value; repeat to AND")] = [],  # noqa: B006
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="next_cursor")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> InstancePage:
     views = queries.list_instances(
@@ -83,15 +84,18 @@ _REACHED: dict[int | str, dict[str, Any]] = {
     status_code=202,
     responses={**_REACHED, **responses(404, 409, 413, 504)},
 )
-def instance_action(
+async def instance_action(
     instance_uuid: UUID, body: ActionRequest, ctx: Context, _: Writer, response: Response
 ) -> ActionResponse:
     """Start, stop, reboot or destroy. With ``wait`` the answer comes once the target state is
-    reached (200) or the timeout passes (504); without, at once (202)."""
-    answer = _act(ctx, instance_uuid, body.action)
+    reached (200) or the timeout passes (504); without, at once (202). A wait is served on the
+    event loop: it holds no request thread, however long it lasts."""
+    answer = await run_in_threadpool(_act, ctx, instance_uuid, body.action)
     if body.wait:
         target = EFFECTS[body.action].target
-        [view] = queries.wait_for_state(ctx.store, [instance_uuid], target, timeout=body.timeout)
+        [view] = await queries.wait_for_state_async(
+            ctx.store, [instance_uuid], target, timeout=body.timeout
+        )
         response.status_code = 200
         return ActionResponse(result=answer.result, instance=InstanceOut.of(view))
     return answer

@@ -8,7 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 
 from cloudstate.api.deps import Context, Reader, Writer
-from cloudstate.api.routes import decode_cursor, encode_cursor, responses
+from cloudstate.api.routes import CURSOR_PATTERN, decode_cursor, encode_cursor, responses
 from cloudstate.api.schemas import OrderCreate, OrderOut, OrderPage
 from cloudstate.domain.orders import OrderState
 from cloudstate.service import order_control, orders, queries
@@ -33,7 +33,7 @@ def list_orders(
     state: Annotated[
         list[OrderState], Query(description="only these states (repeat for several)")
     ] = [],  # noqa: B006 (FastAPI copies it)
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="next_cursor")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> OrderPage:
     """Orders newest first, each with its instances; ``next_cursor`` continues the listing."""

@@ -23,7 +23,8 @@ def create_token(body: TokenCreate, ctx: Context, _: Admin) -> TokenOut:
     return TokenOut.of(view, plaintext)
 
 
-@router.delete("/{name}", responses=responses(404))
+@router.delete("/{name}", responses=responses(404, 409))
 def revoke_token(name: str, ctx: Context, _: Admin) -> TokenOut:
-    """Revoke by name or id; requests with it are refused from now on."""
+    """Revoke by name or id; requests with it are refused from now on. The last live admin
+    token cannot be revoked (409): create another first."""
     return TokenOut.of(tokens.revoke_token(ctx.store, name))
