@@ -5,13 +5,29 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CODE   := src tests $(wildcard bench)
 
-.PHONY: run test lint typecheck unit bench bench-medians chaos scale rollback clean
+.PHONY: run test lint typecheck unit bench bench-medians chaos scale rollback clean lock
 
-$(STAMP): pyproject.toml
+# Exactly the locked versions (hashes checked), then cloudstate itself without dependencies.
+$(STAMP): pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
+
+# Refresh the locks on purpose: the newest releases within pyproject.toml's ranges (a few
+# minutes). requirements.lock: what the package needs (the Containerfile installs it);
+# requirements-dev.lock: that and the dev extra (make, CI); requirements-libvirt.lock: the
+# libvirt extra, which CI adds.
+PIP_TOOLS := $(VENV)/tools/pip-tools
+COMPILE   := CUSTOM_COMPILE_COMMAND="make lock" $(PIP_TOOLS)/bin/pip-compile --quiet --upgrade \
+	--generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links
+lock:
+	$(PYTHON) -m venv $(PIP_TOOLS)
+	$(PIP_TOOLS)/bin/pip install --quiet --disable-pip-version-check pip-tools==7.6.2
+	$(COMPILE) -o requirements.lock pyproject.toml
+	$(COMPILE) --extra dev -o requirements-dev.lock pyproject.toml
+	$(COMPILE) -o requirements-libvirt.lock requirements-libvirt.in
 
 run: $(STAMP)
 	$(BIN)/cloudstate serve

@@ -224,7 +224,8 @@ def test_one_reader_serves_every_stream_and_each_gets_what_its_filters_ask(
 
     wait_until(running_seen, timeout=20, what="every stream seeing the launch")
     seqs = [[f["id"] for f in s.frames] for s in streams]
-    assert all(s == seqs[0] for s in seqs)  # the same events, in the same order
+    common = min(len(s) for s in seqs)  # events still arrive while the streams are read
+    assert all(s[:common] == seqs[0][:common] for s in seqs)  # the same events, same order
     assert [int(i) for i in seqs[0]] == sorted(int(i) for i in seqs[0])
     assert {f["event"] for f in by_type.frames} == {"instance.created"}
     assert by_instance.frames

@@ -345,11 +345,16 @@ def test_accounts_subscriptions_realms_and_tokens_round_trip(
     assert client.revoke_token(token.name).revoked_at is not None
 
 
-def test_defaults_come_from_the_settings_and_the_token_file(server: Served) -> None:
-    """With no URL or token given, the client uses the settings' address and the token
-    ``cloudstate serve`` saved in the home; a server whose schema is current is ready."""
-    settings = load_settings(home=server.home, port=server.port)
-    with Client(settings=settings) as api:
+def test_defaults_come_from_the_environment_and_the_token_file(
+    server: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no URL or token given, the client uses CLOUDSTATE_HOST/PORT and the token
+    ``cloudstate serve`` saved in CLOUDSTATE_HOME; a server whose schema is current is ready."""
+    for name in ("CLOUDSTATE_URL", "CLOUDSTATE_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CLOUDSTATE_HOME", str(server.home))
+    monkeypatch.setenv("CLOUDSTATE_PORT", str(server.port))
+    with Client() as api:
         assert api.url == server.url
         assert api.health().status == "ok"
         assert api.ready().status == "ready"
@@ -434,10 +439,15 @@ def test_the_async_client_lists_and_cancels_orders(
     asyncio.run(scenario())
 
 
-def test_home_without_a_token_file_sends_no_token(tmp_path: Path, server: Served) -> None:
+def test_home_without_a_token_file_sends_no_token(
+    tmp_path: Path, server: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A home with no token file and no CLOUDSTATE_TOKEN: requests go without a token and the
     server's 401 is an AuthenticationError that says how to give one."""
-    settings = load_settings(home=tmp_path, port=server.port)
-    with Client(settings=settings) as api, pytest.raises(AuthenticationError) as refused:
+    monkeypatch.delenv("CLOUDSTATE_TOKEN", raising=False)
+    with (
+        Client(server.url, home=tmp_path) as api,
+        pytest.raises(AuthenticationError) as refused,
+    ):
         api.accounts()
     assert "CLOUDSTATE_TOKEN" in str(refused.value)

@@ -409,3 +409,78 @@ def test_the_page_loads_without_a_token_under_a_strict_policy(served: Served) ->
     }
     assert httpx.get(f"{served.url}/", follow_redirects=True).url.path == "/ui/"
     assert httpx.get(f"{served.url}/v1/instances").status_code == 401
+
+
+# --- issue 19: what an operator reads at a glance ----------------------------------------------
+
+LINES_OF = """(cell) => {
+  const range = document.createRange();
+  range.selectNodeContents(cell);
+  return new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size;
+}"""
+
+
+def test_times_read_24_hour_with_dates_and_the_sign_in_note_goes(
+    page: Page, served: Served, client: Client
+) -> None:
+    """Times in the table read ``YYYY-MM-DD HH:MM:SS`` (as the CLI's), and "Signed in." does
+    not stay under the header: it is gone a few seconds later."""
+    [instance] = launch(client, 1)
+    sign_in(page, served)
+    expect(page.locator("#status")).to_have_text("Signed in.")
+    page.get_by_label("Search").fill(instance)
+    changed = page.locator(f'#instances tr[data-uuid="{instance}"] [data-col="changed"]')
+    expect(changed).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$"))
+    expect(page.locator("#status")).to_have_text("", timeout=8000)
+
+
+def test_the_instance_list_shows_the_last_error(page: Page, served: Served, client: Client) -> None:
+    """An instance whose launch failed shows why in the list's own "Last error" column."""
+    order = client.launch(
+        account="simulator",
+        image="img-none",
+        hardware_profile="small",
+        instances=[{"uuid": str(uuid.uuid4())}],
+    )
+    instance = str(order.instances[0].uuid)
+    sign_in(page, served)
+    page.get_by_label("Search").fill(instance)
+    expect(page.locator("#instances thead")).to_contain_text("Last error")
+    error = page.locator(f'#instances tr[data-uuid="{instance}"] [data-col="error"]')
+    expect(error).to_contain_text("img-none", timeout=SETTLE)
+
+
+def test_the_labels_filter_shows_its_whole_placeholder(page: Page, served: Served) -> None:
+    """The labels filter is wide enough for its placeholder, "role=web, env=prod"."""
+    sign_in(page, served)
+    fits = page.locator("#filter-label").evaluate(
+        """(input) => {
+          const style = getComputedStyle(input);
+          const context = document.createElement("canvas").getContext("2d");
+          context.font = `${style.fontSize} ${style.fontFamily}`;
+          const room = input.clientWidth - parseFloat(style.paddingLeft)
+            - parseFloat(style.paddingRight);
+          return context.measureText(input.placeholder).width <= room;
+        }"""
+    )
+    assert fits
+
+
+def test_the_deliveries_table_keeps_its_words_whole(
+    page: Page, served: Served, client: Client, hooks: Hooks
+) -> None:
+    """In the detail panel's deliveries, each event and each status stays on one line (no
+    "delivere" / "d")."""
+    [instance] = launch(client, 1, hooked=hooks.label)
+    sign_in(page, served)
+    page.get_by_label("Search").fill(instance)
+    expect(state_of(page, instance)).to_have_text("running", timeout=SETTLE)
+    open_detail(page, instance)
+    healthy = page.locator(f'#deliveries section[data-subscription="{hooks.healthy}"]')
+    expect(healthy.locator('tr[data-status="delivered"]').first).to_be_visible(timeout=SETTLE)
+    page.locator("#deliveries").scroll_into_view_if_needed()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("#deliveries").screenshot(path=str(ARTIFACTS / "dashboard-deliveries.png"))
+    cells = page.locator("#deliveries tbody tr td:nth-child(-n+3)")
+    assert cells.count() > 0
+    assert {cells.nth(i).evaluate(LINES_OF) for i in range(cells.count())} == {1}

@@ -35,7 +35,10 @@ from cloudstate.webhooks import WebhookPolicy
 from cloudstate.webhooks.safety import PinnedResolver, RefusedAddress
 
 STRICT = WebhookPolicy()
-HINT = "; an operator can permit it with CLOUDSTATE_WEBHOOK_ALLOW"
+HINT = (
+    "; an operator can permit it with CLOUDSTATE_WEBHOOK_ALLOW in the environment of the "
+    "cloudstate server (serve, api and worker), not of this client"
+)
 
 REFUSED = {  # URL → why, for URLs judged without DNS or through the system resolver
     "http://127.0.0.1:8080/hook": "refused: 127.0.0.1 is a loopback address",

@@ -13,6 +13,7 @@ from pathlib import Path
 from anyio import to_thread
 from fastapi import FastAPI, Response
 from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import URL
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,6 +28,7 @@ from cloudstate.api.routes import (
     instances,
     orders,
     realms,
+    simulator,
     subscriptions,
     tokens,
     workers,
@@ -73,6 +75,7 @@ def create_app(context: ApiContext) -> FastAPI:
         docs_url=None,  # ours below: Swagger UI from the package, under the dashboard's CSP
         redoc_url=None,
         lifespan=_lifespan,
+        generate_unique_id_function=operation_id,
     )
     app.state.context = context
     app.state.streams = StreamHub(
@@ -88,6 +91,7 @@ def create_app(context: ApiContext) -> FastAPI:
         deliveries,
         events,
         realms,
+        simulator,
         workers,
         tokens,
         health,
@@ -100,6 +104,12 @@ def create_app(context: ApiContext) -> FastAPI:
     errors.install(app)
     app.add_middleware(RequestLog)  # added last: outermost, so 413 and 431 are logged too
     return app
+
+
+def operation_id(route: APIRoute) -> str:
+    """An operation's id is its endpoint's name (``create_order``, ``get_instance``): what
+    generated clients name their methods after, so names are unique across the API."""
+    return route.name
 
 
 @asynccontextmanager

@@ -64,7 +64,17 @@ def _create_locally(name: str, scopes: list[str]) -> tuple[Token, str]:
         view, plaintext = create_token(store, name, scopes)
     finally:
         store.close()
-    return Token.of(view, plaintext), plaintext
+    shown = Token(
+        id=view.id,
+        name=view.name,
+        prefix=view.prefix,
+        scopes=list(view.scopes),
+        created_at=view.created_at,
+        last_used_at=view.last_used_at,
+        revoked_at=view.revoked_at,
+        token=plaintext,
+    )
+    return shown, plaintext
 
 
 @token_app.command("list")

@@ -1,9 +1,8 @@
-"""Commands: ``serve`` and ``worker`` run the engine; ``db`` manages the schema;
-``simulator`` pokes the simulated cloud (changes "by someone else", outages, knobs)."""
+"""Commands: ``serve``, ``api`` and ``worker`` run the engine; ``db`` manages the schema;
+``keys`` the encryption keys. The API's commands are in ``commands`` (and ``simulator``)."""
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from cloudstate.cli.commands import register
+from cloudstate.cli.group import CloudstateGroup
+from cloudstate.cli.simulator import sim_app
 from cloudstate.config import Settings, load_settings
 from cloudstate.exceptions import CloudStateError
 from cloudstate.logs import configure as configure_logging
@@ -24,9 +25,9 @@ app = typer.Typer(
     help="A stateful control plane for cloud instances.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=CloudstateGroup,
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-sim_app = typer.Typer(help="The simulated cloud (embedded default).", no_args_is_help=True)
 keys_app = typer.Typer(help="Keys that encrypt secrets at rest.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(sim_app, name="simulator")
@@ -96,7 +97,7 @@ def api(host: Host = None, port: Port = None) -> None:
 @app.command()
 def worker(
     burst: Annotated[
-        bool, typer.Option(help="Work until nothing is left, then exit (0 idle, 2 timeout).")
+        bool, typer.Option(help="Work until nothing is left, then exit (0 idle, 6 timed out).")
     ] = False,
     timeout: Annotated[float, typer.Option(help="Burst time limit in seconds.")] = 300.0,
     metrics_port: Annotated[
@@ -113,7 +114,7 @@ def worker(
         start_http_server(metrics_port, addr=settings.host)
     with CloudState(settings=settings, default_account=False, log_events=True) as cs:
         if burst:
-            sys.exit(0 if cs.burst(timeout) else 2)
+            sys.exit(0 if cs.burst(timeout) else 6)
         cs.run()
 
 
@@ -214,57 +215,6 @@ def db_current() -> None:
     state = "current" if current == head else f"behind (newest is {head})"
     console.print(f"revision {current or 'none'}: {state}")
     database.dispose()
-
-
-def _cloud() -> Any:
-    from cloudstate.providers.simulator import SimulatedCloud
-
-    return SimulatedCloud(load_settings().simulator_path)
-
-
-@sim_app.command("ls")
-def sim_ls() -> None:
-    """Every instance the simulated cloud holds, as the cloud sees it."""
-    with _cloud() as cloud:
-        for item in cloud.instances():
-            console.print(f"{item.provider_id}  {item.raw_state:<13} {item.uuid}  {item.realm}")
-
-
-@sim_app.command("stop")
-def sim_stop(provider_id: str) -> None:
-    """Stop an instance "by someone else" (outside cloudstate)."""
-    with _cloud() as cloud:
-        cloud.external_stop(provider_id)
-
-
-@sim_app.command("terminate")
-def sim_terminate(provider_id: str) -> None:
-    """Terminate an instance "by someone else"."""
-    with _cloud() as cloud:
-        cloud.external_terminate(provider_id)
-
-
-@sim_app.command("realm")
-def sim_realm(name: str, available: bool, reason: str = "") -> None:
-    """Make a realm available or unavailable."""
-    with _cloud() as cloud:
-        cloud.set_realm_available(name, available, reason)
-
-
-@sim_app.command("configure")
-def sim_configure(
-    knobs: Annotated[list[str], typer.Argument(help="name=JSON-value pairs")],
-) -> None:
-    """Change knobs, e.g. ``unreachable=true launch_failure_rate=0.1``."""
-    changes = {}
-    for pair in knobs:
-        name, _, value = pair.partition("=")
-        try:
-            changes[name] = json.loads(value)
-        except json.JSONDecodeError:
-            changes[name] = value
-    with _cloud() as cloud:
-        console.print_json(json.dumps(cloud.configure(**changes).as_dict()))
 
 
 def _where(settings: Settings) -> str:

@@ -54,7 +54,7 @@ from cloudstate.client import (
     InstancePage,
     Order,
 )
-from cloudstate.exceptions import ActionNotAllowedError, NotFoundError
+from cloudstate.exceptions import ActionNotAllowedError, NotFoundError, ValidationError
 
 
 def register(app: typer.Typer) -> None:
@@ -115,11 +115,14 @@ def launch(
     wait: Annotated[
         bool, typer.Option(help="Wait with a progress bar until the order has finished.")
     ] = True,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait (exit 2 after).")] = 300.0,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait (then exit 6).")] = 300.0,
     as_json: Json = False,
 ) -> None:
-    """Launch instances; by default wait until the order has finished: exit 0 when it ended
-    running, 3 when it ended partial, failed, rolled_back or cancelled."""
+    """Launch instances, and wait with a progress bar until the order has finished.
+
+    Exit 0 when the order ended running; 3 when it ended partial, failed, rolled_back or
+    cancelled; 6 when --timeout passed first (the launch goes on).
+    """
     flags = launching.Flags(
         account=account,
         image=image,
@@ -140,8 +143,13 @@ def launch(
     with connect(ctx) as client:
         if launching.needs_account(order):
             order["account"] = launching.default_account(client)
-        accepted = client.launch(order)
+        try:
+            accepted = client.launch(order)
+        except ValidationError as exc:
+            raise (exc if file else launching.as_flags(exc)) from None
         err.print(f"order {accepted.id}: {len(accepted.instances)} instance(s)", style="dim")
+        for note in launching.granted_otherwise(flags, accepted):
+            err.print(f"note: {note}", style="yellow")
         if not wait:
             _show_order(accepted, as_json)
             return
@@ -255,7 +263,7 @@ ACTIONS = {
     "destroy": "Destroy instances (they go shutting_down, then terminated).",
 }
 ACTION_NOTE = (
-    " One UUID uses the instance's action endpoint, several the bulk one; --json prints the "
+    "\n\nOne UUID uses the instance's action endpoint, several the bulk one; --json prints the "
     "bulk answer {accepted, refused, results} either way. Exit 4 if any is refused (an "
     "unknown UUID counts as refused)."
 )
@@ -264,7 +272,7 @@ Uuids = Annotated[list[str], typer.Argument(metavar="UUID", help="One or more in
 Wait = Annotated[
     bool, typer.Option("--wait", "-w", help="Block until each accepted action is done.")
 ]
-Timeout = Annotated[float, typer.Option(help="Seconds to wait (exit 2 after).")]
+Timeout = Annotated[float, typer.Option(help="Seconds to wait (then exit 6).")]
 
 
 def _action_command(action: str, helptext: str) -> Callable[..., None]:
@@ -318,7 +326,7 @@ def _act_on_one(
 
 
 def _wait_for(client: Client, result: BulkResult, timeout: float) -> dict[UUID, Instance]:
-    """Poll every accepted instance until its operation is over, or fail with exit 2."""
+    """Poll every accepted instance until its operation is over, or fail with exit 6."""
     deadline = time.monotonic() + timeout
     states: dict[UUID, Instance] = {}
     waiting = [item.uuid for item in result.results if item.accepted]

@@ -19,22 +19,33 @@ from cloudstate.version import __version__
 
 
 class ExitCode(IntEnum):
-    """What a script can rely on; listed in ``cloudstate --help``."""
+    """What a script can rely on; listed in ``cloudstate --help`` and in the README."""
 
     OK = 0
     ERROR = 1  # a CloudStateError: bad input, not found, conflict, server error
-    TIMEOUT = 2  # stopped waiting; the work goes on (click's usage errors are 2 as well)
+    USAGE = 2  # the command line itself is wrong (click's own code for it)
     LAUNCH_FAILED = 3  # an order ended otherwise than asked (not running; not cancelled)
-    REFUSED = 4  # the state machine refused an action for some instance
+    REFUSED = 4  # the state machine (or the simulated cloud) refused an action
     UNREACHABLE = 5  # no answer from the server, or it refused the token
+    TIMEOUT = 6  # stopped waiting; the work goes on
 
 
+EXIT_CODE_MEANINGS = {
+    ExitCode.OK: "ok",
+    ExitCode.ERROR: "error: bad input, not found, conflict, server error",
+    ExitCode.USAGE: "usage error: an unknown command or option, a missing argument",
+    ExitCode.LAUNCH_FAILED: (
+        "a launch ended with its order not running (partial, failed, rolled_back, cancelled), "
+        "or orders cancel with its order not cancelled"
+    ),
+    ExitCode.REFUSED: "an action was refused for some instance",
+    ExitCode.UNREACHABLE: "cannot reach the server, or it refused the token",
+    ExitCode.TIMEOUT: "timed out waiting (the work goes on)",
+}
 EXIT_CODES = (
-    "Exit codes: 0 ok; 1 error (bad input, not found, conflict, server error); "
-    "2 timed out waiting (the work goes on; also a usage error); "
-    "3 a launch ended with its order not running (partial, failed, rolled back, cancelled), "
-    "or a cancel with its order not cancelled; 4 an action was refused; "
-    "5 cannot reach the server, or the token was refused."
+    "Exit codes: "
+    + "; ".join(f"{int(code)} {meaning}" for code, meaning in EXIT_CODE_MEANINGS.items())
+    + "."
 )
 
 

@@ -22,6 +22,7 @@ from cloudstate.cli.connect import (
     Labels,
     OrderId,
     Target,
+    as_uuid,
     connect,
     exit_codes,
     pairs,
@@ -102,6 +103,9 @@ def events(
         return
     with connect(ctx) as client:
         page = client.events(after, limit, **filters)
+        if not page.items:
+            for chosen in instance or []:
+                client.get(as_uuid(chosen, "--instance"))  # an unknown one is "not found"
     if as_json:
         print_json(page)
         return
@@ -190,6 +194,7 @@ async def _follow(
 async def _feed(client: AsyncClient, after: int | None, filters: EventFilters, sink: Sink) -> None:
     start = await client.last_event_seq() if after is None else after
     await sink.begin(client)  # after taking the cursor: no change can slip between
+    err.print(f"following events after #{start} on {client.url} (Ctrl-C stops)", style="dim")
     async with aclosing(client.stream(start, **filters)) as feed:
         async for event in feed:
             sink.add(event)

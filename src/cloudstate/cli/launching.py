@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from cloudstate.cli.connect import ExitCode
 from cloudstate.cli.output import counts_text, err
 from cloudstate.client import Client, Instance, Order
 from cloudstate.domain.orders import OrderState
-from cloudstate.exceptions import ValidationError
+from cloudstate.exceptions import FieldError, ValidationError
 
 POLL_SECONDS = 0.5
 UNSETTLED = frozenset({"new", "pending", "unknown"})
@@ -131,6 +132,57 @@ def default_account(client: Client) -> str:
         return names[0]
     listed = ", ".join(names) or "none yet: cloudstate account add"
     raise ValidationError(f"which account? give --account (accounts: {listed})", field="account")
+
+
+# --- speaking the command line's language --------------------------------------------------
+
+FLAG_OF = {
+    "account": "--account",
+    "image": "--image",
+    "hardware_profile": "--profile",
+    "memory": "--memory",
+    "cpu": "--cpu",
+    "storage": "--storage",
+    "keyname": "--key",
+    "realm": "--realm",
+    "user_data": "--user-data",
+    "policy": "--policy",
+    "labels": "--label",
+    "uuid": "--uuid",
+    "name": "--name-prefix",
+}
+"""An order's field → the flag that sets it."""
+_PER_INSTANCE = re.compile(r"^instances\.\d+\.")
+
+
+def as_flags(exc: ValidationError) -> ValidationError:
+    """The API's complaint about an order built from flags, named by those flags:
+    ``instances.0.image: required`` → ``--image: required`` (once, not once per instance)."""
+    named: dict[str, FieldError] = {}
+    for error in exc.errors:
+        field_name = _PER_INSTANCE.sub("", error.field)
+        flag = FLAG_OF.get(field_name.split(".")[0])
+        message = error.message.partition(" (give it on the instance or the order)")[0]
+        shown = FieldError(flag or error.field, message if flag else error.message)
+        named.setdefault(str(shown), shown)
+    return ValidationError(named.values())
+
+
+HARDWARE_UNITS = {"memory": "MiB", "cpu": "cores", "storage": "GiB"}
+
+
+def granted_otherwise(flags: Flags, order: Order) -> list[str]:
+    """A note for each hardware override the profile did not grant as asked (a range clamps,
+    an enum rounds up): ``--memory 99999: granted 8192 MiB (profile medium)``."""
+    notes: set[str] = set()
+    for name, unit in HARDWARE_UNITS.items():
+        asked = getattr(flags, name)
+        for instance in order.instances if asked is not None else ():
+            granted = instance.hardware.get(name)
+            if granted is not None and granted != asked:
+                profile = instance.hardware_profile
+                notes.add(f"--{name} {asked}: granted {granted} {unit} (profile {profile})")
+    return sorted(notes)
 
 
 # --- waiting ------------------------------------------------------------------------------------

@@ -82,7 +82,7 @@ def cancel(
     wait: Annotated[
         bool, typer.Option(help="Wait until the order is cancelled (all of it destroyed).")
     ] = True,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait (exit 2 after).")] = 300.0,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait (then exit 6).")] = 300.0,
     as_json: Json = False,
 ) -> None:
     """Cancel an order still launching: what was launched is destroyed, the rest never will

@@ -11,14 +11,16 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel
 from rich import box
-from rich.console import Console
-from rich.table import Table
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.table import Column, Table
 from rich.text import Text
 
 from cloudstate.client import (
@@ -26,8 +28,10 @@ from cloudstate.client import (
     BulkResult,
     Delivery,
     Event,
+    ExternalResult,
     Instance,
     Order,
+    SimulatedInstance,
     Subscription,
     Token,
     Worker,
@@ -37,8 +41,17 @@ PIPE_WIDTH = 120
 """Table width when stdout is not a terminal and ``COLUMNS`` is unset (Rich would use 80)."""
 
 
+class _Console(Console):
+    """Prints without cropping: a table wider than the screen (see ``WordTable``) keeps every
+    character, and the terminal folds its lines."""
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        options.setdefault("crop", False)
+        super().print(*objects, **options)
+
+
 def _console(*, stderr: bool) -> Console:
-    console = Console(stderr=stderr, highlight=False)
+    console = _Console(stderr=stderr, highlight=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = PIPE_WIDTH
     return console
@@ -82,10 +95,112 @@ ACTION_OF = {
 """An in-flight operation's name → the action that started it."""
 
 
-def _table(*columns: str) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+PROSE = frozenset(
+    {"WHAT", "DETAIL", "LAST ERROR", "FILTERS", "CONFIG", "HOLDS", "LAST", "ADDRESSES"}
+    | {"INSTANCES", "RESULT", "STATUS", "CREDENTIALS", "SCOPES", "STATE", "URL"}
+)
+"""Columns of free text: the first to wrap (between words) when a table is too wide."""
+
+
+class WordTable(Table):
+    """A table that never splits a word: an id, a UUID, an address, an event type.
+
+    Each column is at least as wide as its longest word. When the table is too wide, prose
+    columns wrap first, then the others, only ever between words; if that is not enough the
+    ``optional`` columns are left out, in order, with a note saying so. A table that still
+    does not fit is drawn wider than the screen (the terminal folds the lines, every word whole).
+    """
+
+    def __init__(self, *args: Any, optional: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.optional = list(optional)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        hidden: list[str] = []
+        shown = self._without(hidden)
+        widths = _fit(shown, options.max_width)
+        for name in self.optional:
+            if widths is not None:
+                break
+            hidden.append(name)
+            shown = self._without(hidden)
+            widths = _fit(shown, options.max_width)
+        if widths is None:
+            widths = fitted(shown.columns, 0)
+        spacing = _spacing(shown)
+        for column, width in zip(shown.columns, widths, strict=True):
+            column.width = width
+        wide = max(sum(widths) + spacing, options.max_width)
+        yield from shown.__rich_console__(console, options.update_width(wide))
+        if hidden:
+            yield Text(
+                f"(not shown at this width: {', '.join(hidden)}; --json has every field)",
+                style="dim",
+            )
+
+    def _without(self, hidden: Sequence[str]) -> Table:
+        """A copy of this table without the ``hidden`` columns (this one is left as it is)."""
+        shown = Table(box=self.box, show_edge=self.show_edge, pad_edge=self.pad_edge)
+        shown.padding = self.padding
+        kept = [column for column in self.columns if column.header not in hidden]
+        shown.columns = [replace(column, _index=index) for index, column in enumerate(kept)]
+        shown.rows = self.rows
+        return shown
+
+
+def _spacing(table: Table) -> int:
+    """What a table adds to its columns' widths: padding and the gaps between columns."""
+    return table._extra_width + sum(map(table._get_padding_width, range(len(table.columns))))
+
+
+def _fit(table: Table, width: int) -> list[int] | None:
+    """Column widths within ``width`` that keep every word whole, or None if there are none."""
+    room = width - _spacing(table)
+    widths = fitted(table.columns, room)
+    return widths if sum(widths) <= room else None
+
+
+def _plain(cell: object) -> str:
+    return cell.plain if isinstance(cell, Text) else "" if cell is None else str(cell)
+
+
+def fitted(columns: Sequence[Column], room: int) -> list[int]:
+    """Column widths that keep every word whole, within ``room`` if they can: prose columns
+    give way first, then any other, the widest first each time."""
+    longest_line: list[int] = []
+    longest_word: list[int] = []
+    for column in columns:
+        texts = [str(column.header), *(_plain(cell) for cell in column._cells)]
+        lines = [line for text in texts for line in text.splitlines()]
+        longest_line.append(max((cell_len(line) for line in lines), default=0))
+        words = [word for line in lines for word in line.split()]
+        longest_word.append(max((cell_len(word) for word in words), default=0))
+    widths = list(longest_line)
+    for prose_only in (True, False):
+        while sum(widths) > room:
+            shrinkable = [
+                i
+                for i, column in enumerate(columns)
+                if widths[i] > longest_word[i] and (column.header in PROSE or not prose_only)
+            ]
+            if not shrinkable:
+                break
+            widths[max(shrinkable, key=lambda i: widths[i])] -= 1
+    return widths
+
+
+def _table(*columns: str, optional: Sequence[str] = ()) -> WordTable:
+    """A table of ``columns``; the ``optional`` ones are left out, in that order, when the
+    screen is too narrow for the others to keep their words whole."""
+    table = WordTable(
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+        optional=optional,
+    )
     for name in columns:
-        table.add_column(name, no_wrap=name in ("UUID", "ID"), overflow="fold")
+        table.add_column(name, overflow="fold")
     return table
 
 
@@ -132,20 +247,28 @@ def instance_rows(instances: Iterable[Instance]) -> list[dict[str, Any]]:
 
 
 def instances_table(rows: Sequence[Mapping[str, Any]]) -> Table:
-    """One row per instance: uuid, name, state, account, addresses, operation (and errors)."""
+    """One row per instance: uuid, name, state, account, addresses; the operation in flight
+    and the last error when any row has one."""
     errors = any(row.get("last_error") for row in rows)
-    columns = ("UUID", "NAME", "STATE", "ACCOUNT", "ADDRESSES", "OPERATION")
-    table = _table(*columns, *(["LAST ERROR"] if errors else []))
+    operations = any(row.get("operation") for row in rows)
+    columns = ("UUID", "NAME", "STATE", "ACCOUNT", "ADDRESSES")
+    table = _table(
+        *columns,
+        *(["OPERATION"] if operations else []),
+        *(["LAST ERROR"] if errors else []),
+        optional=("ACCOUNT", "OPERATION", "ADDRESSES"),
+    )
     for row in rows:
         reason = str(row.get("state_reason") or "")
         cells: list[str | Text] = [
             str(row["uuid"]),
-            str(row.get("name") or ""),
+            Text(str(row.get("name") or "")),
             state_text(str(row["state"]), "" if reason == row.get("last_error") else reason),
             str(row.get("account") or ""),
             addresses(row),
-            str(row.get("operation") or ""),
         ]
+        if operations:
+            cells.append(str(row.get("operation") or ""))
         if errors:
             cells.append(Text(str(row.get("last_error") or "")))
         table.add_row(*cells)
@@ -203,7 +326,9 @@ def order_line(order: Order) -> Text:
 
 def orders_table(orders: Iterable[Order]) -> Table:
     """One row per order: id, state (and why it ended so), policy, its instances, when."""
-    table = _table("ID", "STATE", "POLICY", "INSTANCES", "CREATED", "FINISHED")
+    table = _table(
+        "ID", "STATE", "POLICY", "INSTANCES", "CREATED", "FINISHED", optional=("FINISHED",)
+    )
     for order in orders:
         table.add_row(
             str(order.id),
@@ -305,11 +430,15 @@ def _clock(moment: datetime) -> str:
     return moment.astimezone().strftime("%H:%M:%S")
 
 
+TYPE_WIDTH = max(len("realm.availability_changed"), len("account.credentials_required"))
+
+
 def event_line(event: Event) -> Text:
-    """``#12  14:03:07  web-1  instance.state_changed  pending → running``."""
+    """``#12    14:03:07  instance.state_changed        web-1  pending → running``: the
+    fixed-width fields first, so a long subject (an order's UUID) cannot push them out of line."""
     line = Text(f"#{event.seq:<5} {_clock(event.time)}  ", style="dim")
-    line.append(f"{event_name(event):<16} ", style="bold")
-    line.append(f"{event.type:<28} ")
+    line.append(f"{event.type:<{TYPE_WIDTH}}  ")
+    line.append(f"{event_name(event)}  ", style="bold")
     line.append(describe(event), style=_event_style(event))
     return line
 
@@ -377,14 +506,16 @@ def tokens_table(tokens: Iterable[Token]) -> Table:
 
 
 def accounts_table(accounts: Iterable[Account]) -> Table:
-    table = _table("NAME", "PROVIDER", "STATUS", "CONFIG", "CREDENTIALS", "CREATED")
+    table = _table(
+        "NAME", "PROVIDER", "STATUS", "CONFIG", "CREDENTIALS", "CREATED", optional=("CREATED",)
+    )
     for account in accounts:
         status = account.status + (f" ({account.status_reason})" if account.status_reason else "")
         table.add_row(
             account.name,
             account.provider,
             Text(status, style="green" if account.status == "ok" else "red"),
-            Text(json.dumps(account.config, separators=(",", ":"))),
+            Text(json.dumps(account.config)),
             _credentials(account),
             _when(account.created_at),
         )
@@ -434,7 +565,7 @@ def _enabled(subscription: Subscription) -> Text:
 
 
 def subscriptions_table(subscriptions: Iterable[Subscription]) -> Table:
-    table = _table("ID", "URL", "STATUS", "FILTERS", "CREATED")
+    table = _table("ID", "URL", "STATUS", "FILTERS", "CREATED", optional=("CREATED",))
     for subscription in subscriptions:
         table.add_row(
             str(subscription.id),
@@ -464,7 +595,17 @@ def subscription_details(subscription: Subscription) -> Table:
 
 def deliveries_table(deliveries: Iterable[Delivery]) -> Table:
     """One row per delivery: which event, its status, attempts and the last answer."""
-    table = _table("ID", "SEQ", "TYPE", "SUBJECT", "STATUS", "ATTEMPTS", "LAST", "WHEN")
+    table = _table(
+        "ID",
+        "SEQ",
+        "TYPE",
+        "SUBJECT",
+        "STATUS",
+        "ATTEMPTS",
+        "LAST",
+        "WHEN",
+        optional=("WHEN", "ATTEMPTS", "SEQ", "LAST"),
+    )
     for delivery in deliveries:
         last = str(delivery.last_status_code or "") or delivery.last_error
         when = delivery.delivered_at or delivery.next_attempt_at or delivery.last_attempt_at
@@ -477,5 +618,49 @@ def deliveries_table(deliveries: Iterable[Delivery]) -> Table:
             str(delivery.attempts),
             Text(last),
             _moment(when),
+        )
+    return table
+
+
+# --- the simulated cloud --------------------------------------------------------------------
+
+
+def simulated_instances_table(instances: Iterable[SimulatedInstance]) -> Table:
+    """What the simulated cloud holds: its ids (for ``simulator stop``) beside the names."""
+    table = _table(
+        "PROVIDER ID",
+        "NAME",
+        "STATE",
+        "ACCOUNT",
+        "REALM",
+        "ADDRESSES",
+        "UUID",
+        optional=("REALM", "UUID", "ADDRESSES"),
+    )
+    for item in instances:
+        table.add_row(
+            item.provider_id,
+            Text(item.name),
+            state_text(item.state),
+            item.account,
+            item.realm or "",
+            ", ".join([*item.public_addresses, *item.private_addresses]),
+            item.uuid or Text("not cloudstate's", style="dim"),
+        )
+    return table
+
+
+def external_results_table(results: Iterable[ExternalResult]) -> Table:
+    """Per instance: done (and the raw state now) or refused (and why)."""
+    table = _table("PROVIDER ID", "NAME", "ACCOUNT", "RESULT", "STATE", "DETAIL")
+    for item in results:
+        outcome = Text("done", style="green") if item.ok else Text("refused", style="red")
+        table.add_row(
+            item.provider_id,
+            Text(item.name),
+            item.account,
+            outcome,
+            state_text(item.state) if item.state else "",
+            Text(item.error),
         )
     return table

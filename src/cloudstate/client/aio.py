@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import os
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -11,6 +12,7 @@ from typing import Any, TypeVar, Unpack
 from uuid import UUID
 
 import httpx
+from httpx_sse import EventSource
 
 from cloudstate.client import base, calls, errors, sse
 from cloudstate.client.calls import Call, EventFilters, InstanceFilters, Params
@@ -22,6 +24,7 @@ from cloudstate.client.models import (
     DeliveryPage,
     Event,
     EventPage,
+    ExternalActionResult,
     Health,
     Instance,
     InstancePage,
@@ -31,11 +34,11 @@ from cloudstate.client.models import (
     Realm,
     Replay,
     RotatedSubscription,
+    SimulatedInstance,
     Subscription,
     Token,
     Worker,
 )
-from cloudstate.config import Settings
 
 T = TypeVar("T")
 
@@ -53,10 +56,10 @@ class AsyncClient:
         token: str | None = None,
         *,
         timeout: float = 30.0,
-        settings: Settings | None = None,
+        home: str | os.PathLike[str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._endpoint = base.Endpoint.resolve(url, token, settings)
+        self._endpoint = base.Endpoint.resolve(url, token, home)
         self._timeout = timeout
         self._http = httpx.AsyncClient(
             base_url=self.url,
@@ -313,6 +316,47 @@ class AsyncClient:
     async def realms(self, account: str | None = None) -> builtins.list[Realm]:
         return await self._run(calls.realms(account))
 
+    # --- the simulated cloud's console (simulator accounts only) ------------------------------
+
+    async def simulator_instances(
+        self, account: str | None = None
+    ) -> builtins.list[SimulatedInstance]:
+        """What the simulated cloud really holds for each simulator account (raw states)."""
+        return await self._run(calls.simulator_instances(account))
+
+    async def simulator_act(
+        self,
+        action: str,
+        provider_ids: Iterable[str] = (),
+        *,
+        every: bool = False,
+        account: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        name: str | None = None,
+    ) -> ExternalActionResult:
+        """``stop``, ``start``, ``reboot`` or ``terminate`` instances "by someone else": the ids
+        given, or every instance the filters select (``every``, ``account``, ``labels``,
+        ``name``; all given must match)."""
+        body = {
+            "action": action,
+            "provider_ids": list(provider_ids),
+            "all": every,
+            "account": account,
+            "labels": dict(labels or {}),
+            "name": name,
+        }
+        return await self._run(calls.simulator_act(body))
+
+    async def simulator_knobs(self, account: str | None = None, **changes: Any) -> dict[str, Any]:
+        """The simulated cloud's knobs after applying ``changes`` (none: just read them)."""
+        return await self._run(calls.simulator_knobs(changes, account))
+
+    async def simulator_realm(
+        self, name: str, available: bool, *, reason: str = "", account: str | None = None
+    ) -> None:
+        """Make a realm of the simulated cloud available or not."""
+        await self._run(calls.simulator_realm(name, available, reason, account))
+
     async def workers(self, *, include_stopped: bool = False) -> builtins.list[Worker]:
         """Worker processes, their last heartbeat and what they hold."""
         return await self._run(calls.workers(include_stopped))
@@ -365,13 +409,12 @@ class AsyncClient:
         params = calls.event_filters(filters)
         cursor, policy, retry, resumed = after, sse.Reconnect(retries), None, False
         while True:
-            decoder = sse.Decoder(retry=retry)
             try:
                 async with self._open_stream(params, cursor, resumed) as response:
                     policy.connected()
-                    async for line in response.aiter_lines():
-                        message = decoder.feed(line)
-                        if message is not None:
+                    async for message in EventSource(response).aiter_sse():
+                        retry = sse.retry_of(message, retry)
+                        if message.data:  # a block with only retry: or a comment is no event
                             event = sse.to_event(message)
                             cursor = event.seq
                             yield event
@@ -382,7 +425,7 @@ class AsyncClient:
                     raise asyncio.CancelledError from exc
                 if not policy.failed():
                     raise errors.unreachable(self.url, exc) from exc
-            retry, resumed = decoder.retry, True
+            resumed = True
             await asyncio.sleep(policy.delay(retry))
 
     @asynccontextmanager

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -10,7 +13,6 @@ import pydantic
 
 from cloudstate.client import errors
 from cloudstate.client.calls import Call, Params
-from cloudstate.config import Settings, load_settings
 from cloudstate.exceptions import ConfigurationError
 
 T = TypeVar("T")
@@ -18,6 +20,10 @@ T = TypeVar("T")
 STREAM_PATH = "/v1/events/stream"
 STREAM_READ_TIMEOUT = 60.0
 """The stream sends a keep-alive every 15 s; silence this long means the connection is dead."""
+
+
+DEFAULT_HOME = "~/.cloudstate"
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", "8080"
 
 
 @dataclass(frozen=True)
@@ -28,13 +34,23 @@ class Endpoint:
     token: str | None
 
     @classmethod
-    def resolve(cls, url: str | None, token: str | None, settings: Settings | None) -> Endpoint:
-        """Explicit arguments win; then ``CLOUDSTATE_URL`` (or host and port) and
-        ``CLOUDSTATE_TOKEN``; then the token file ``cloudstate serve`` wrote in the home."""
-        if url is None or token is None:
-            settings = settings or load_settings()
-            url = url or settings.api_url
-            token = token if token is not None else _settings_token(settings)
+    def resolve(
+        cls,
+        url: str | None,
+        token: str | None,
+        home: str | os.PathLike[str] | None = None,
+        environ: Mapping[str, str] = os.environ,
+    ) -> Endpoint:
+        """Explicit arguments win; then ``CLOUDSTATE_URL`` (or ``CLOUDSTATE_HOST`` and
+        ``CLOUDSTATE_PORT``) and ``CLOUDSTATE_TOKEN``; then the token file ``cloudstate serve``
+        wrote in the home (``home``, else ``CLOUDSTATE_HOME``, else ``~/.cloudstate``).
+
+        The same variables the server reads, read here without the server's settings: a
+        client needs none of its secrets, and a placeholder among them must not stop it.
+        """
+        url = url or environ.get("CLOUDSTATE_URL") or _host_and_port(environ)
+        if token is None:
+            token = environ.get("CLOUDSTATE_TOKEN") or _token_file(home, environ)
         return cls(url.rstrip("/"), token or None)
 
     def headers(self) -> dict[str, str]:
@@ -44,10 +60,13 @@ class Endpoint:
         return headers
 
 
-def _settings_token(settings: Settings) -> str | None:
-    if settings.token is not None:
-        return settings.token.get_secret_value()
-    path = settings.token_path
+def _host_and_port(environ: Mapping[str, str]) -> str:
+    host = environ.get("CLOUDSTATE_HOST") or DEFAULT_HOST
+    return f"http://{host}:{environ.get('CLOUDSTATE_PORT') or DEFAULT_PORT}"
+
+
+def _token_file(home: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> str | None:
+    path = Path(home or environ.get("CLOUDSTATE_HOME") or DEFAULT_HOME).expanduser() / "token"
     try:
         return path.read_text().strip() if path.is_file() else None
     except OSError as exc:

@@ -22,6 +22,7 @@ from cloudstate.client.models import (
     Delivery,
     DeliveryPage,
     EventPage,
+    ExternalActionResult,
     Health,
     Instance,
     InstancePage,
@@ -31,6 +32,7 @@ from cloudstate.client.models import (
     Realm,
     Replay,
     RotatedSubscription,
+    SimulatedInstance,
     Subscription,
     Token,
     Worker,
@@ -275,6 +277,35 @@ def create_token(name: str, scopes: Iterable[str]) -> Call[tuple[Token, str]]:
 
 def revoke_token(name: str) -> Call[Token]:
     return Call("DELETE", f"/v1/tokens/{_segment(name)}", Token.model_validate)
+
+
+# --- the simulated cloud's console -----------------------------------------------------------
+
+
+def simulator_instances(account: str | None) -> Call[list[SimulatedInstance]]:
+    read = _list_of(SimulatedInstance.model_validate)
+    return Call("GET", "/v1/simulator/instances", read, _one("account", account))
+
+
+def simulator_act(body: Mapping[str, Any]) -> Call[ExternalActionResult]:
+    path = "/v1/simulator/instances/actions"
+    return Call("POST", path, ExternalActionResult.model_validate, body=dict(body))
+
+
+def _knobs(body: Any) -> dict[str, Any]:
+    return dict(body)
+
+
+def simulator_knobs(changes: Mapping[str, Any], account: str | None) -> Call[dict[str, Any]]:
+    method = "PATCH" if changes else "GET"
+    body = dict(changes) if changes else None
+    return Call(method, "/v1/simulator/knobs", _knobs, _one("account", account), body=body)
+
+
+def simulator_realm(name: str, available: bool, reason: str, account: str | None) -> Call[None]:
+    body = {"available": available, "reason": reason}
+    path = f"/v1/simulator/realms/{_segment(name)}"
+    return Call("PUT", path, _nothing, _one("account", account), body=body)
 
 
 # --- deliveries -----------------------------------------------------------------------------

@@ -1,16 +1,19 @@
-"""Server-Sent Events: a line decoder, and the stream's CloudEvents read back as ``Event``.
+"""Server-Sent Events: the stream's CloudEvents read back as ``Event``, and when to reconnect.
 
-The stream sends ``id: <seq>``, ``event: <type>`` and ``data: <CloudEvent JSON>``. The envelope
-carries the event's own attributes, and its ``data`` adds ``sequence`` (per-instance number) and
-``cursor`` (global seq); ``to_event`` undoes that so a streamed event equals the same event read
-from the page endpoint. The reconnection policy (``Reconnect``) is shared by both clients.
+The stream sends ``id: <seq>``, ``event: <type>`` and ``data: <CloudEvent JSON>``; httpx-sse
+parses the wire format. The envelope carries the event's own attributes, and its ``data`` adds
+``sequence`` (per-instance number) and ``cursor`` (global seq); ``to_event`` undoes that so a
+streamed event equals the same event read from the page endpoint. The reconnection policy
+(``Reconnect``) is shared by both clients.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from httpx_sse import ServerSentEvent
 
 from cloudstate.client.models import Event
 
@@ -18,55 +21,12 @@ DEFAULT_RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 30.0
 
 
-@dataclass(frozen=True)
-class Message:
-    """One dispatched SSE message."""
-
-    id: str | None
-    event: str
-    data: str
+def retry_of(message: ServerSentEvent, current: float | None) -> float | None:
+    """The reconnect delay the server asked for last (``retry:`` is in milliseconds)."""
+    return current if message.retry is None else message.retry / 1000
 
 
-@dataclass
-class Decoder:
-    """Feed it lines (without their newline); it returns a ``Message`` at each blank line.
-
-    Follows the WHATWG rules that matter here: ``:`` starts a comment, one optional space after
-    the colon is dropped, ``data`` lines join with newlines, ``retry`` sets the reconnect delay.
-    """
-
-    retry: float | None = None
-    _data: list[str] = field(default_factory=list)
-    _event: str = ""
-    _id: str | None = None
-
-    def feed(self, line: str) -> Message | None:
-        if not line:
-            return self._dispatch()
-        if line.startswith(":"):
-            return None
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._event = value
-        elif name == "id" and "\0" not in value:
-            self._id = value
-        elif name == "retry" and value.isdigit():
-            self.retry = int(value) / 1000
-        return None
-
-    def _dispatch(self) -> Message | None:
-        if not self._data:
-            self._event = ""
-            return None
-        message = Message(self._id, self._event, "\n".join(self._data))
-        self._data, self._event = [], ""
-        return message
-
-
-def to_event(message: Message) -> Event:
+def to_event(message: ServerSentEvent) -> Event:
     """The ``Event`` a stream message carries (the same fields the page endpoint gives)."""
     envelope: dict[str, Any] = json.loads(message.data)
     data = dict(envelope.get("data") or {})

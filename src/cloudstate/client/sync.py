@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from typing import Any, TypeVar, Unpack
 from uuid import UUID
 
 import httpx
+from httpx_sse import EventSource
 
 from cloudstate.client import base, calls, errors, sse
 from cloudstate.client.calls import Call, EventFilters, InstanceFilters, Params
@@ -22,6 +24,7 @@ from cloudstate.client.models import (
     DeliveryPage,
     Event,
     EventPage,
+    ExternalActionResult,
     Health,
     Instance,
     InstancePage,
@@ -31,11 +34,11 @@ from cloudstate.client.models import (
     Realm,
     Replay,
     RotatedSubscription,
+    SimulatedInstance,
     Subscription,
     Token,
     Worker,
 )
-from cloudstate.config import Settings
 
 T = TypeVar("T")
 
@@ -56,10 +59,10 @@ class Client:
         token: str | None = None,
         *,
         timeout: float = 30.0,
-        settings: Settings | None = None,
+        home: str | os.PathLike[str] | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._endpoint = base.Endpoint.resolve(url, token, settings)
+        self._endpoint = base.Endpoint.resolve(url, token, home)
         self._timeout = timeout
         self._http = httpx.Client(
             base_url=self.url,
@@ -311,6 +314,45 @@ class Client:
     def realms(self, account: str | None = None) -> builtins.list[Realm]:
         return self._run(calls.realms(account))
 
+    # --- the simulated cloud's console (simulator accounts only) ------------------------------
+
+    def simulator_instances(self, account: str | None = None) -> builtins.list[SimulatedInstance]:
+        """What the simulated cloud really holds for each simulator account (raw states)."""
+        return self._run(calls.simulator_instances(account))
+
+    def simulator_act(
+        self,
+        action: str,
+        provider_ids: Iterable[str] = (),
+        *,
+        every: bool = False,
+        account: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        name: str | None = None,
+    ) -> ExternalActionResult:
+        """``stop``, ``start``, ``reboot`` or ``terminate`` instances "by someone else": the ids
+        given, or every instance the filters select (``every``, ``account``, ``labels``,
+        ``name``; all given must match)."""
+        body = {
+            "action": action,
+            "provider_ids": list(provider_ids),
+            "all": every,
+            "account": account,
+            "labels": dict(labels or {}),
+            "name": name,
+        }
+        return self._run(calls.simulator_act(body))
+
+    def simulator_knobs(self, account: str | None = None, **changes: Any) -> dict[str, Any]:
+        """The simulated cloud's knobs after applying ``changes`` (none: just read them)."""
+        return self._run(calls.simulator_knobs(changes, account))
+
+    def simulator_realm(
+        self, name: str, available: bool, *, reason: str = "", account: str | None = None
+    ) -> None:
+        """Make a realm of the simulated cloud available or not."""
+        self._run(calls.simulator_realm(name, available, reason, account))
+
     def workers(self, *, include_stopped: bool = False) -> builtins.list[Worker]:
         """Worker processes, their last heartbeat and what they hold."""
         return self._run(calls.workers(include_stopped))
@@ -362,20 +404,19 @@ class Client:
         params = calls.event_filters(filters)
         cursor, policy, retry, resumed = after, sse.Reconnect(retries), None, False
         while True:
-            decoder = sse.Decoder(retry=retry)
             try:
                 with self._open_stream(params, cursor, resumed) as response:
                     policy.connected()
-                    for line in response.iter_lines():
-                        message = decoder.feed(line)
-                        if message is not None:
+                    for message in EventSource(response).iter_sse():
+                        retry = sse.retry_of(message, retry)
+                        if message.data:  # a block with only retry: or a comment is no event
                             event = sse.to_event(message)
                             cursor = event.seq
                             yield event
             except httpx.TransportError as exc:
                 if not policy.failed():
                     raise errors.unreachable(self.url, exc) from exc
-            retry, resumed = decoder.retry, True
+            resumed = True
             time.sleep(policy.delay(retry))
 
     @contextmanager

@@ -15,7 +15,7 @@ import { EventStream } from "./stream.js";
 const $ = (id) => document.getElementById(id);
 const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 const TYPING_MS = 300;
-const FADE_MS = 15000;
+const FADE_MS = 4000; // a good word is read at once; an error stays until the next one
 
 class Dashboard {
   constructor() {

@@ -323,7 +323,7 @@ function deliverySection(subscription, rows, complete) {
     el(
       "thead",
       {},
-      el("tr", {}, ...["Event", "Status", "Attempts", "Last answer"].map((h) => el("th", { scope: "col" }, h))),
+      el("tr", {}, ...["Event", "Status", "Tries", "Last answer"].map((h) => el("th", { scope: "col" }, h))),
     ),
     el(
       "tbody",
@@ -335,7 +335,11 @@ function deliverySection(subscription, rows, complete) {
           el("td", {}, `#${row.event_seq} ${row.event_type.replace(/^instance\./, "")}`),
           el("td", {}, el("span", { class: `delivery delivery-${row.status}` }, row.status)),
           el("td", {}, String(row.attempts)),
-          el("td", {}, row.last_error || (row.last_status_code ? `HTTP ${row.last_status_code}` : "")),
+          el(
+            "td",
+            { class: "wrap" },
+            row.last_error || (row.last_status_code ? `HTTP ${row.last_status_code}` : ""),
+          ),
         ),
       ),
     ),

@@ -30,20 +30,16 @@ export function setText(node, text) {
   if (node.textContent !== value) node.textContent = value;
 }
 
-const CLOCK = new Intl.DateTimeFormat(undefined, {
-  hour: "2-digit",
-  minute: "2-digit",
-  second: "2-digit",
-});
-const DAY = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric" });
+const pad = (n) => String(n).padStart(2, "0");
 
-/** ``14:03:07`` today, ``Nov 24 14:03:07`` before; "" for no time. */
+/** ``2026-11-24 14:03:07``: local time, 24-hour, always with the date (as the CLI shows it);
+ * "" for no time. */
 export function moment(iso) {
   if (!iso) return "";
-  const date = new Date(iso);
-  if (Number.isNaN(date.getTime())) return iso;
-  const today = new Date().toDateString() === date.toDateString();
-  return today ? CLOCK.format(date) : `${DAY.format(date)} ${CLOCK.format(date)}`;
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  const day = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+  return `${day} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }
 
 /** A <time> element showing ``moment`` with the full timestamp as its tooltip. */

@@ -333,6 +333,7 @@ export class InstanceTable {
       el("td", { dataset: { col: "addresses" }, class: "mono" }),
       el("td", { dataset: { col: "changed" } }, timeEl(instance.state_changed_at)),
       el("td", { dataset: { col: "operation" } }),
+      el("td", { dataset: { col: "error" }, class: "error-text" }),
     );
     tr.classList.toggle("selected", instance.uuid === this.selected);
     this.fill(tr, instance);
@@ -363,6 +364,7 @@ export class InstanceTable {
       setText(time, moment(instance.state_changed_at));
     }
     setText(cell("operation"), instance.operation || "");
+    setText(cell("error"), instance.last_error || "");
     const name = instance.name || instance.uuid;
     const open = tr.querySelector("button.open");
     setText(open, name);

@@ -45,7 +45,10 @@ AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, .
 
 RESOLVE_TIMEOUT = 5.0
 NOT_HTTP = "must be an http:// or https:// URL with a host"
-ALLOW_HINT = "an operator can permit it with CLOUDSTATE_WEBHOOK_ALLOW"
+ALLOW_HINT = (
+    "an operator can permit it with CLOUDSTATE_WEBHOOK_ALLOW in the environment of the "
+    "cloudstate server (serve, api and worker), not of this client"
+)
 METADATA = frozenset(
     ipaddress.ip_address(text) for text in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
 )

@@ -1,25 +1,26 @@
 """The ``ec2`` account's config and credentials, validated before any client is built.
 
-Every problem is reported at once, naming the key (never a credential's value). botocore's own
+The config is a pydantic model (``providers.options``): every problem is reported at once,
+naming the key (never a credential's value). botocore's own
 retries are off: cloudstate's engine retries with backoff and keeps to the account's call
 budget, and a second retry layer underneath would hide throttling from it.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeGuard
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 import boto3
 import botocore.loaders
 import botocore.session
 from botocore.config import Config
+from pydantic import Field, StringConstraints, field_validator
 
 from cloudstate.exceptions import FieldError, ValidationError
 from cloudstate.providers.ec2.limits import CLASSES, DEFAULT_BURSTS, DEFAULT_RATES
+from cloudstate.providers.options import Options, pages_of, parse
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -37,68 +38,79 @@ DEFAULT_INSTANCE_TYPES: tuple[str, ...] = (
 
 MIN_PAGE_SIZE, MAX_PAGE_SIZE = 5, 1000  # DescribeInstances' own limits on MaxResults
 CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 30.0
-OPTIONS = (
-    "region",
-    "endpoint_url",
-    "instance_types",
-    "images",
-    "page_size",
-    "request_rates",
-    "request_bursts",
-)
 CREDENTIALS = ("access_key_id", "secret_access_key", "session_token")
 
 _LOADER = botocore.loaders.create_loader()
 """Shared by every driver's session: EC2's service model is large, and each session would
 otherwise parse (and keep) its own copy. The loader only reads and caches files."""
 
+RequestClass = Annotated[str, Field(pattern=f"^({'|'.join(CLASSES)})$")]
+Rate = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Burst = Annotated[float, Field(ge=1, allow_inf_nan=False)]
+Names = Annotated[
+    tuple[Annotated[str, Field(min_length=1)], ...], Field(strict=False, min_length=1)
+]
+_CLASSES = ", ".join(CLASSES)
+MESSAGES = {
+    "region": "required: the AWS region, e.g. us-east-1",
+    "endpoint_url": "must be an http(s) URL",
+    "instance_types": "must be a non-empty list of non-empty strings",
+    "images": "must be a non-empty list of non-empty strings",
+    "page_size": f"must be an integer, {MIN_PAGE_SIZE}..{MAX_PAGE_SIZE}",
+    "request_rates": f"must map request classes ({_CLASSES}) to numbers",
+    "request_rates.*": "must be a positive number",
+    "request_rates.[key]": f"unknown request class; classes: {_CLASSES}",
+    "request_bursts": f"must map request classes ({_CLASSES}) to numbers",
+    "request_bursts.*": "must be a number >= 1",
+    "request_bursts.[key]": f"unknown request class; classes: {_CLASSES}",
+}
+"""What each option must be, as the refusal says it."""
 
-@dataclass(frozen=True)
-class Ec2Settings:
-    region: str
+
+class Ec2Settings(Options):
+    """An ``ec2`` account's config (``parse_settings`` reads it)."""
+
+    region: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
     endpoint_url: str | None = None
-    instance_types: tuple[str, ...] = DEFAULT_INSTANCE_TYPES
-    images: tuple[str, ...] = ()  # empty: the account's own AMIs (DescribeImages Owners=self)
-    page_size: int = MAX_PAGE_SIZE
-    request_rates: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_RATES))
+    instance_types: Names = DEFAULT_INSTANCE_TYPES
+    images: Names = ()  # empty: the account's own AMIs (DescribeImages Owners=self)
+    page_size: Annotated[int, pages_of(MIN_PAGE_SIZE, MAX_PAGE_SIZE)] = MAX_PAGE_SIZE
+    request_rates: Annotated[dict[RequestClass, Rate], Field(min_length=1)] = Field(
+        default_factory=lambda: dict(DEFAULT_RATES)
+    )
     """Calls per second per request class (``limits.CLASSES``), every class present."""
-    request_bursts: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_BURSTS))
+    request_bursts: Annotated[dict[RequestClass, Burst], Field(min_length=1)] = Field(
+        default_factory=lambda: dict(DEFAULT_BURSTS)
+    )
     """Calls per request class allowed at once (each at least 1), every class present."""
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        parts = urlsplit(value or "http://x")
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("not an http(s) URL")
+        return value
+
+    @field_validator("instance_types", "images")
+    @classmethod
+    def _once_each(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("request_rates")
+    @classmethod
+    def _rates(cls, value: dict[str, float]) -> dict[str, float]:
+        return {**DEFAULT_RATES, **value}
+
+    @field_validator("request_bursts")
+    @classmethod
+    def _bursts(cls, value: dict[str, float]) -> dict[str, float]:
+        return {**DEFAULT_BURSTS, **value}
 
 
 def parse_settings(config: Mapping[str, Any]) -> Ec2Settings:
     """Validate the account config; a ``ValidationError`` lists every bad key."""
-    errors = [
-        FieldError(key, f"unknown ec2 option; options: {', '.join(OPTIONS)}")
-        for key in sorted(config)
-        if key not in OPTIONS
-    ]
-    region = config.get("region")
-    if not isinstance(region, str) or not region.strip():
-        errors.append(FieldError("region", "required: the AWS region, e.g. us-east-1"))
-    endpoint = config.get("endpoint_url")
-    if endpoint is not None and not _is_http_url(endpoint):
-        errors.append(FieldError("endpoint_url", "must be an http(s) URL"))
-    types = _names(config, "instance_types", errors)
-    images = _names(config, "images", errors)
-    page_size = config.get("page_size", MAX_PAGE_SIZE)
-    if isinstance(page_size, bool) or not isinstance(page_size, int):
-        errors.append(FieldError("page_size", "must be an integer"))
-    elif not MIN_PAGE_SIZE <= page_size <= MAX_PAGE_SIZE:
-        errors.append(FieldError("page_size", f"must be {MIN_PAGE_SIZE}..{MAX_PAGE_SIZE}"))
-    rates = _per_class(config, "request_rates", errors, least=0.0)
-    bursts = _per_class(config, "request_bursts", errors, least=1.0)
-    if errors:
-        raise ValidationError(errors)
-    return Ec2Settings(
-        region=str(region),
-        endpoint_url=endpoint,
-        instance_types=types or DEFAULT_INSTANCE_TYPES,
-        images=images,
-        page_size=int(page_size),
-        request_rates={**DEFAULT_RATES, **rates},
-        request_bursts={**DEFAULT_BURSTS, **bursts},
-    )
+    return parse(Ec2Settings, config, "ec2", MESSAGES)
 
 
 def check_credentials(credentials: Mapping[str, str]) -> None:
@@ -138,51 +150,3 @@ def make_client(settings: Ec2Settings, credentials: Mapping[str, str]) -> EC2Cli
         max_pool_connections=20,
     )
     return session.client("ec2", endpoint_url=settings.endpoint_url, config=config)
-
-
-def _is_http_url(value: object) -> bool:
-    if not isinstance(value, str):
-        return False
-    parts = urlsplit(value)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
-
-
-def _names(config: Mapping[str, Any], key: str, errors: list[FieldError]) -> tuple[str, ...]:
-    value = config.get(key)
-    if value is None:
-        return ()
-    if isinstance(value, str) or not isinstance(value, Sequence):
-        errors.append(FieldError(key, "must be a list of names"))
-        return ()
-    if not value or not all(isinstance(item, str) and item for item in value):
-        errors.append(FieldError(key, "must be a non-empty list of non-empty strings"))
-        return ()
-    return tuple(dict.fromkeys(value))
-
-
-def _per_class(
-    config: Mapping[str, Any], key: str, errors: list[FieldError], *, least: float
-) -> dict[str, float]:
-    """A ``{class: number}`` mapping over the request classes (``limits.CLASSES``); a number
-    must be finite and above 0 and ``least``. Every bad entry is named ``key.class``."""
-    value = config.get(key)
-    if value is None:
-        return {}
-    classes = ", ".join(CLASSES)
-    if not isinstance(value, Mapping) or not value:
-        errors.append(FieldError(key, f"must map request classes ({classes}) to numbers"))
-        return {}
-    wanted = "a positive number" if least <= 0 else f"a number >= {least:g}"
-    found: dict[str, float] = {}
-    for name, number in value.items():
-        if name not in CLASSES:
-            errors.append(FieldError(f"{key}.{name}", f"unknown request class; classes: {classes}"))
-        elif _is_number(number) and number > 0 and number >= least:
-            found[name] = float(number)
-        else:
-            errors.append(FieldError(f"{key}.{name}", f"must be {wanted}"))
-    return found
-
-
-def _is_number(value: object) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
